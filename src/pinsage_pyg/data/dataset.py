@@ -1,0 +1,246 @@
+r"""From an interaction log (+ item table) to the PinSage bipartite graph.
+
+:func:`build_dataset` is the one code path for every dataset: the built-in
+MovieLens loaders produce the same ``(interactions, items)`` frames a user's
+CSV/Parquet files do, and both go through the same validation, the same
+chronological leave-last-out split, the same features and the same graph.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from pinsage_pyg.data.features import (FeatureSpec, build_item_features,
+                                       check_finite, standardize)
+from pinsage_pyg.data.interactions import (DataError, check_feature_coverage,
+                                           validate_interactions,
+                                           validate_item_table)
+
+log = logging.getLogger(__name__)
+
+ENGAGES = ('user', 'engages', 'item')
+ENGAGED_BY = ('item', 'engaged_by', 'user')
+
+
+@dataclass
+class PinSageDataset:
+    r"""A prepared dataset: id maps, item features, the chronological
+    leave-last-out split and the item-user graph of the train split.
+
+    Items and users are integer indices; :attr:`item_ids` / :attr:`user_ids`
+    map them back to the raw ids of the input.
+
+    Attributes:
+        train_user, train_item (LongTensor): Train interactions sorted by
+            user, then chronologically (stable on the input row order).
+        train_ptr (LongTensor): CSR pointer of the train interactions per
+            user, shape ``[num_users + 1]``.
+        val, test (LongTensor): Held-out ``[2, n]`` (user, item) pairs: each
+            user's second-to-last and last interaction.
+    """
+    name: str
+    item_ids: np.ndarray
+    user_ids: np.ndarray
+    x: Tensor
+    feature_names: List[str]
+    train_user: Tensor
+    train_item: Tensor
+    train_ptr: Tensor
+    val: Tensor
+    test: Tensor
+    item_info: pd.DataFrame = field(repr=False)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_features(self) -> int:
+        return self.x.size(1)
+
+    def hetero_data(self) -> HeteroData:
+        r"""The bipartite item-user graph of the train split, in both
+        directions (items carry features; users, the "contexts", do not)."""
+        data = HeteroData()
+        data['item'].x = self.x
+        data['item'].num_nodes = self.num_items
+        data['user'].num_nodes = self.num_users
+        ei = torch.stack([self.train_user, self.train_item])
+        data[ENGAGES].edge_index = ei
+        data[ENGAGED_BY].edge_index = ei.flip(0)
+        return data
+
+    def last_train_item(self) -> Tensor:
+        r"""Each user's last train item (``-1`` for a user with none)."""
+        out = torch.full((self.num_users, ), -1, dtype=torch.long)
+        has = self.train_ptr[1:] > self.train_ptr[:-1]
+        out[has] = self.train_item[self.train_ptr[1:][has] - 1]
+        return out
+
+    def positive_pairs(self, window: int = 1) -> Tensor:
+        r"""Training positives ``[2, P]`` (query, positive): for every user,
+        item ``i`` engaged within :obj:`window` train steps after ``q``
+        (``window=1``: the next engagement, as in the paper). Pairs of an
+        item with itself are dropped."""
+        if window < 1:
+            raise DataError(f"positives.window must be >= 1 (got {window}).")
+        out = []
+        for d in range(1, window + 1):
+            same = self.train_user[d:] == self.train_user[:-d]
+            out.append(torch.stack([self.train_item[:-d][same],
+                                    self.train_item[d:][same]]))
+        pairs = torch.cat(out, dim=1)
+        return pairs[:, pairs[0] != pairs[1]]
+
+    def item_degree(self) -> Tensor:
+        return torch.bincount(self.train_item, minlength=self.num_items)
+
+
+def chronological_split(user: np.ndarray, timestamp: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The split rule: per user, stable-sort by (timestamp, row order); the
+    last interaction is test, the second-to-last validation, the rest train.
+    Users with fewer than 3 interactions keep all of them in train.
+
+    Args:
+        user (np.ndarray): Integer user index per row.
+        timestamp (np.ndarray): Timestamp per row.
+
+    Returns:
+        ``(order, role)``-style triple ``(order, rank_from_end, count)``:
+        :obj:`order` sorts rows by (user, timestamp, row); ``rank_from_end``
+        is 0 for each user's last row (in that order), 1 for the one before;
+        ``count`` is the user's number of rows (aligned with :obj:`order`).
+    """
+    order = np.lexsort((np.arange(len(user)), timestamp, user))
+    u = user[order]
+    counts = np.bincount(u)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    pos = np.arange(len(u)) - ptr[u]
+    rank_from_end = counts[u] - 1 - pos
+    return order, rank_from_end, counts[u]
+
+
+def build_dataset(
+    interactions: pd.DataFrame,
+    items: Optional[pd.DataFrame] = None,
+    features: Optional[FeatureSpec] = None,
+    name: str = 'custom',
+    user_col: str = 'user',
+    item_col: str = 'item',
+    time_col: str = 'timestamp',
+    weight_col: Optional[str] = None,
+    allow_duplicates: bool = False,
+    unknown_feature_items: str = 'error',
+    degree_feature: bool = True,
+) -> PinSageDataset:
+    r"""Validates, splits and featurises an interaction log.
+
+    Args:
+        interactions (pandas.DataFrame): One row per engagement.
+        items (pandas.DataFrame, optional): Item table (id column
+            :obj:`item_col` + feature columns). Without it the only feature
+            is ``log(degree)``.
+        features (FeatureSpec, optional): Which columns become features.
+        unknown_feature_items (str): What to do with item-table rows that
+            never occur in the interactions: ``'error'`` (default) or
+            ``'embed'`` (keep them as cold-start items, embedded from their
+            features, e.g. MovieLens movies nobody rated).
+        degree_feature (bool): Append standardised ``log(1 + train degree)``
+            (the paper's degree feature). (default: :obj:`True`)
+    """
+    if unknown_feature_items not in {'error', 'embed'}:
+        raise DataError(f"data.unknown_feature_items must be 'error' or "
+                        f"'embed' (got {unknown_feature_items!r}).")
+    inter = validate_interactions(interactions, user_col, item_col, time_col,
+                                  weight_col, source=f'{name} interactions',
+                                  allow_duplicates=allow_duplicates)
+    features = features or FeatureSpec()
+
+    if items is not None:
+        table = validate_item_table(items, item_col,
+                                    source=f'{name} item features')
+        check_feature_coverage(table.index, inter['item'].to_numpy(),
+                               source=f'{name} item features')
+        extra = ~table.index.isin(inter['item'].unique())
+        if extra.any() and unknown_feature_items == 'error':
+            raise DataError(
+                f"{name} item features: {int(extra.sum())} item(s) have "
+                f"feature rows but no interactions, e.g. "
+                f"{list(table.index[extra][:5])}. Remove them, or set "
+                f"data.unknown_feature_items=embed to keep them as "
+                f"cold-start items embedded from their features.")
+        item_ids = table.index.to_numpy().astype(str)
+        x, names = build_item_features(table, features,
+                                       source=f'{name} item features')
+    else:
+        if (features.text_columns or features.multilabel_columns
+                or features.numeric_columns):
+            raise DataError(f"{name}: feature columns are configured but no "
+                            f"item table was given (data.items).")
+        log.warning("%s: no item table; the only item feature is "
+                    "log(degree). Pass an item table for a useful model.",
+                    name)
+        item_ids = pd.unique(inter['item']).astype(str)
+        table = pd.DataFrame(index=pd.Index(item_ids, name='item'))
+        x, names = np.zeros((len(item_ids), 0), np.float32), []
+
+    item_index = pd.Index(item_ids)
+    user_ids = pd.unique(inter['user']).astype(str)
+    user = pd.Index(user_ids).get_indexer(inter['user'])
+    item = item_index.get_indexer(inter['item'])
+
+    order, rank_from_end, count = chronological_split(
+        user, inter['timestamp'].to_numpy())
+    u, i = user[order], item[order]
+    eligible = count >= 3
+    if not eligible.any():
+        raise DataError(
+            f"{name} interactions: no user has 3 or more interactions, so "
+            f"there is nothing to validate or test on (the split holds out "
+            f"each user's last two). Provide a longer log.")
+    is_test = eligible & (rank_from_end == 0)
+    is_val = eligible & (rank_from_end == 1)
+    is_train = ~(is_test | is_val)
+
+    train_user = torch.from_numpy(u[is_train].astype(np.int64))
+    train_item = torch.from_numpy(i[is_train].astype(np.int64))
+    num_users = len(user_ids)
+    ptr = torch.zeros(num_users + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(train_user, minlength=num_users), 0)
+
+    if degree_feature:
+        deg = np.bincount(i[is_train], minlength=len(item_ids))
+        x = np.concatenate([x, standardize(np.log1p(deg)[:, None])], axis=1)
+        names = names + ['log_degree']
+    if x.shape[1] == 0:
+        raise DataError(f"{name}: no item features at all (no item table and "
+                        f"degree_feature=false). The model needs features.")
+    check_finite(x, names, item_ids, f'{name} item features')
+
+    def pairs(mask: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.stack([u[mask], i[mask]]).astype(np.int64))
+
+    ds = PinSageDataset(
+        name=name, item_ids=item_ids, user_ids=user_ids,
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        feature_names=names, train_user=train_user, train_item=train_item,
+        train_ptr=ptr, val=pairs(is_val), test=pairs(is_test),
+        item_info=table)
+    log.info("%s: %d users, %d items (%d without train interactions), "
+             "%d train / %d val / %d test interactions, %d features", name,
+             ds.num_users, ds.num_items,
+             int((ds.item_degree() == 0).sum()), len(train_item),
+             ds.val.size(1), ds.test.size(1), ds.num_features)
+    return ds

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn.dense.linear import Linear
+
+from pinsage_pyg.nn.conv import PinSageConv
+
+
+class PinSageHead(torch.nn.Module):
+    r"""The paper's final dense layers
+    :math:`\mathbf{z}_u = \mathbf{G}_2 \cdot \mathrm{ReLU}(\mathbf{G}_1
+    \mathbf{h}_u + \mathbf{g})`, followed by L2 normalisation."""
+    def __init__(self, in_channels: int, hidden_channels: int,
+                 out_channels: int):
+        super().__init__()
+        self.lin1 = torch.nn.Linear(in_channels, hidden_channels)
+        self.lin2 = torch.nn.Linear(hidden_channels, out_channels, bias=False)
+
+    def reset_parameters(self):
+        self.lin1.reset_parameters()
+        self.lin2.reset_parameters()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.normalize(self.lin2(F.relu(self.lin1(h))), dim=-1)
+
+
+class PinSage(torch.nn.Module):
+    r"""The PinSage model: a feature encoder, :obj:`num_layers`
+    :class:`PinSageConv` layers over importance neighbourhoods, and the
+    :class:`PinSageHead`. Inductive: items are embedded from their features
+    only (no per-item ID embedding), so unseen items can be embedded.
+
+    The forward pass accepts either a full graph or a minibatch in the
+    hop-ordered layout of :class:`~pinsage_pyg.sampler.PinSageSampler`
+    (``num_sampled_nodes``/``num_sampled_edges``); in the latter case each
+    layer only computes the nodes it needs (Algorithm 2) and the output
+    holds the seed nodes only.
+
+    Args:
+        in_channels (int): Input feature size (:obj:`-1` for lazy).
+        hidden_channels (int): Hidden size :math:`m` of the convolutions.
+        out_channels (int): Output embedding size :math:`d`.
+        num_layers (int): Number of convolutions :math:`K`.
+            (default: :obj:`2`)
+        aggr (str): Neighbour pooling of every convolution,
+            :obj:`"importance"`, :obj:`"mean"` or :obj:`"max"`.
+            (default: :obj:`"importance"`)
+        asymmetric (bool): Learn a second head for the *query* side, so that
+            ``score(q, i) = <query(q), item(i)>`` can model directional
+            ("what comes next") relations. (default: :obj:`False`)
+        dropout (float): Dropout on the encoded features. (default: ``0``)
+    """
+    def __init__(self, in_channels: int, hidden_channels: int,
+                 out_channels: int, num_layers: int = 2,
+                 aggr: str = 'importance', asymmetric: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
+        if min(hidden_channels, out_channels) < 1:
+            raise ValueError("hidden_channels and out_channels must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.out_channels = out_channels
+        self.num_layers = num_layers
+        self.aggr = aggr
+        self.asymmetric = asymmetric
+        self.dropout = dropout
+        self.encoder = Linear(in_channels, hidden_channels)
+        self.convs = torch.nn.ModuleList([
+            PinSageConv(hidden_channels, hidden_channels, aggr=aggr)
+            for _ in range(num_layers)
+        ])
+        self.head = PinSageHead(hidden_channels, hidden_channels,
+                                out_channels)
+        self.query_head = PinSageHead(hidden_channels, hidden_channels,
+                                      out_channels) if asymmetric else None
+
+    def reset_parameters(self):
+        self.encoder.reset_parameters()
+        for conv in self.convs:
+            conv.reset_parameters()
+        self.head.reset_parameters()
+        if self.query_head is not None:
+            self.query_head.reset_parameters()
+
+    def encode(self, x: Tensor) -> Tensor:
+        h = self.encoder(x)
+        return F.dropout(h, p=self.dropout, training=self.training)
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_weight: Optional[Tensor] = None,
+        num_sampled_nodes: Optional[List[int]] = None,
+        num_sampled_edges: Optional[List[int]] = None,
+        side: str = 'both',
+    ):
+        r"""Embeds nodes.
+
+        Returns the item-side embeddings, or ``(query, item)`` embeddings
+        when :obj:`side="both"` (equal tensors unless :obj:`asymmetric`).
+        """
+        h = self.encode(x)
+        for k, conv in enumerate(self.convs):
+            if num_sampled_nodes is not None and num_sampled_edges is not None:
+                # Layer k needs targets of hops 0..K-1-k and their in-edges:
+                keep = self.num_layers - k
+                num_dst = sum(num_sampled_nodes[:keep])
+                num_src = sum(num_sampled_nodes[:keep + 1])
+                num_e = sum(num_sampled_edges[:keep])
+                h = h[:num_src]
+                ei = edge_index[:, :num_e]
+                ew = None if edge_weight is None else edge_weight[:num_e]
+                h = conv((h, h[:num_dst]), ei, ew, size=(num_src, num_dst))
+            else:
+                h = conv(h, edge_index, edge_weight)
+        if num_sampled_nodes is not None:
+            h = h[:num_sampled_nodes[0]]
+        return self.heads(h, side)
+
+    def heads(self, h: Tensor, side: str = 'both'):
+        if side == 'item':
+            return self.head(h)
+        if side == 'query':
+            return (self.query_head or self.head)(h)
+        if side == 'both':
+            item = self.head(h)
+            query = item if self.query_head is None else self.query_head(h)
+            return query, item
+        raise ValueError(f"side must be 'item', 'query' or 'both' "
+                         f"(got {side!r})")
+
+    @torch.no_grad()
+    def inference(self, x: Tensor, edge_index: Tensor,
+                  edge_weight: Optional[Tensor] = None,
+                  chunk_size: int = 65536):
+        r"""Layer-wise full-graph embedding (the paper's MapReduce
+        inference): layer :math:`k` of every node is computed once from
+        layer :math:`k-1` of all nodes, :obj:`chunk_size` target nodes at a
+        time. :obj:`edge_index` must be sorted by target, as built by
+        :func:`~pinsage_pyg.sampler.importance_graph`.
+
+        Returns ``(query, item)`` embeddings of all nodes.
+        """
+        num_nodes = x.size(0)
+        dst = edge_index[1]
+        bounds = torch.searchsorted(
+            dst, torch.arange(0, num_nodes + chunk_size, chunk_size,
+                              device=dst.device).clamp(max=num_nodes))
+        h = torch.cat([self.encode(x[lo:lo + chunk_size])
+                       for lo in range(0, num_nodes, chunk_size)])
+        for conv in self.convs:
+            out = []
+            for c, lo in enumerate(range(0, num_nodes, chunk_size)):
+                hi = min(lo + chunk_size, num_nodes)
+                e0, e1 = int(bounds[c]), int(bounds[c + 1])
+                ei = edge_index[:, e0:e1].clone()
+                ei[1] -= lo
+                ew = None if edge_weight is None else edge_weight[e0:e1]
+                out.append(conv((h, h[lo:hi]), ei, ew, size=(num_nodes,
+                                                             hi - lo)))
+            h = torch.cat(out)
+        return self.heads(h, 'both')
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.in_channels}, '
+                f'{self.hidden_channels}, {self.out_channels}, '
+                f'num_layers={self.num_layers}, aggr={self.aggr}, '
+                f'asymmetric={self.asymmetric})')

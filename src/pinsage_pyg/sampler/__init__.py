@@ -1,0 +1,12 @@
+r"""Random walks, importance neighbourhoods and the PinSage sampler."""
+from pinsage_pyg.sampler.pinsage_sampler import PinSageSampler
+from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_graph,
+                                       importance_neighbors, random_walk)
+
+__all__ = [
+    'BipartiteCSR',
+    'random_walk',
+    'importance_neighbors',
+    'importance_graph',
+    'PinSageSampler',
+]

@@ -1,0 +1,196 @@
+r"""A PyG :class:`~torch_geometric.sampler.BaseSampler` that builds PinSage's
+minibatch computation graphs (Algorithm 2) over importance neighbourhoods."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.sampler import (BaseSampler, EdgeSamplerInput,
+                                     NegativeSampling, NodeSamplerInput,
+                                     SamplerOutput)
+
+
+def _ptr(index: Tensor, size: int) -> Tensor:
+    ptr = torch.zeros(size + 1, dtype=torch.long, device=index.device)
+    ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
+    return ptr
+
+
+def _unique_first(x: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Unique values of :obj:`x` in order of first occurrence, and the
+    position of each entry of :obj:`x` in that list."""
+    uniq, inv = torch.unique(x, return_inverse=True)
+    first = torch.full((uniq.numel(), ), x.numel(), dtype=torch.long,
+                       device=x.device)
+    first.scatter_reduce_(0, inv, torch.arange(x.numel(), device=x.device),
+                          reduce='amin')
+    order = torch.argsort(first)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=x.device)
+    return uniq[order], rank[inv]
+
+
+class PinSageSampler(BaseSampler):
+    r"""PinSage's minibatch sampler (Ying et al., `Graph Convolutional Neural
+    Networks for Web-Scale Recommender Systems
+    <https://arxiv.org/abs/1806.01973>`_, Algorithm 2).
+
+    Starting from the seed items :math:`\mathcal{S}^{(K)}`, it adds the
+    importance neighbourhoods :math:`\mathcal{N}(u)` of every node hop by hop,
+    :math:`\mathcal{S}^{(k-1)} = \mathcal{S}^{(k)} \cup
+    \mathcal{N}(\mathcal{S}^{(k)})`, and returns the re-indexed subgraph in
+    the layout of PyG's :class:`~torch_geometric.loader.NeighborLoader`
+    (seeds first, nodes and edges ordered by hop, ``num_sampled_nodes`` /
+    ``num_sampled_edges`` per hop), so that
+    :class:`~torch_geometric.loader.NodeLoader` and
+    :class:`~torch_geometric.loader.LinkLoader` put ``x``, ``edge_index`` and
+    the importance weights ``edge_weight`` on the batch.
+
+    The neighbourhoods come from :obj:`data`, an item graph built by
+    :func:`~pinsage_pyg.sampler.importance_graph` (random walks + top-T);
+    pass the same :obj:`data` to the loader. Rebuild it (e.g. every epoch)
+    for fresh walks.
+
+    For link sampling (training) two more things happen:
+
+    * **no label leakage**: the edge between the query and the positive of
+      each training pair (both directions, at every hop) is removed, so
+      neither appears in the other's neighbourhood;
+    * **shared negatives**: with
+      ``NegativeSampling('triplet', amount=N)`` and
+      :obj:`shared_negatives=True` (the paper's choice), ``N`` items are
+      drawn uniformly *once per batch* and shared by every pair, and
+      ``dst_neg_index`` has shape ``[N]`` (``N`` capped at the number of
+      items); with :obj:`shared_negatives=False` it follows PyG's
+      per-example ``[batch_size, N]`` layout.
+
+    Args:
+        data (torch_geometric.data.Data): The importance graph: ``edge_index``
+            (row 0 neighbour, row 1 target, sorted by target) and
+            ``edge_weight``.
+        num_layers (int): Number of PinSage convolutions :math:`K`.
+        shared_negatives (bool, optional): See above. (default: :obj:`True`)
+        exclude_pairs (bool, optional): Remove query-positive edges from the
+            sampled subgraph. (default: :obj:`True`)
+    """
+    def __init__(self, data: Data, num_layers: int,
+                 shared_negatives: bool = True,
+                 exclude_pairs: bool = True) -> None:
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
+        if 'edge_index' not in data:
+            raise ValueError("PinSageSampler needs the importance graph "
+                             "(pinsage_pyg.sampler.importance_graph(...))")
+        self.num_nodes = int(data.num_nodes)
+        src, dst = data.edge_index
+        if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
+            raise ValueError("The importance graph must be sorted by target "
+                             "(edge_index[1]); build it with "
+                             "importance_graph(...)")
+        self.src, self.dst = src, dst
+        self.ptr = _ptr(dst, self.num_nodes)
+        self.num_layers = num_layers
+        self.shared_negatives = shared_negatives
+        self.exclude_pairs = exclude_pairs
+
+    # ------------------------------------------------------------------
+    def _in_edges(self, nodes: Tensor) -> Tensor:
+        r"""Ids of all edges pointing into :obj:`nodes` (grouped by node)."""
+        start = self.ptr[nodes]
+        count = self.ptr[nodes + 1] - start
+        total = int(count.sum())
+        offset = torch.cumsum(count, 0) - count
+        local = torch.arange(total, device=nodes.device) - \
+            offset.repeat_interleave(count)
+        return start.repeat_interleave(count) + local
+
+    def _expand(self, seeds: Tensor, forbidden: Optional[Tensor] = None
+                ) -> SamplerOutput:
+        r"""K-hop expansion of unique :obj:`seeds` (Algorithm 2)."""
+        num_nodes = self.num_nodes
+        nodes = [seeds]
+        edges: List[Tensor] = []
+        frontier = seeds
+        seen = seeds
+        for _ in range(self.num_layers):
+            eid = self._in_edges(frontier)
+            if forbidden is not None and eid.numel() > 0:
+                s, tgt = self.src[eid], self.dst[eid]
+                key = torch.minimum(s, tgt) * num_nodes + torch.maximum(s, tgt)
+                eid = eid[~torch.isin(key, forbidden)]
+            edges.append(eid)
+            nbr = torch.unique(self.src[eid])
+            new = nbr[~torch.isin(nbr, seen)]
+            nodes.append(new)
+            seen = torch.cat([seen, new])
+            frontier = new
+        node = torch.cat(nodes)
+        eid = torch.cat(edges) if edges else torch.empty(
+            0, dtype=torch.long, device=seeds.device)
+        # Relabel (global -> local) by binary search in the sorted node list:
+        sorted_node, perm = torch.sort(node)
+        row = perm[torch.searchsorted(sorted_node, self.src[eid])]
+        col = perm[torch.searchsorted(sorted_node, self.dst[eid])]
+        return SamplerOutput(
+            node=node, row=row, col=col, edge=eid,
+            num_sampled_nodes=[n.numel() for n in nodes],
+            num_sampled_edges=[e.numel() for e in edges])
+
+    # ------------------------------------------------------------------
+    def sample_from_nodes(self, inputs: NodeSamplerInput,
+                          **kwargs) -> SamplerOutput:
+        seeds, _ = _unique_first(inputs.node.long())
+        if seeds.numel() != inputs.node.numel():
+            raise ValueError("PinSageSampler.sample_from_nodes expects unique "
+                             "seed nodes per batch")
+        out = self._expand(seeds)
+        out.metadata = (inputs.input_id, inputs.time)
+        return out
+
+    def sample_from_edges(
+        self,
+        inputs: EdgeSamplerInput,
+        neg_sampling: Optional[NegativeSampling] = None,
+    ) -> SamplerOutput:
+        src, dst = inputs.row.long(), inputs.col.long()
+        num_pos = src.numel()
+        neg = torch.empty(0, dtype=torch.long, device=src.device)
+        if neg_sampling is not None:
+            if not neg_sampling.is_triplet():
+                raise ValueError("PinSageSampler supports triplet negative "
+                                 "sampling (the max-margin loss) only; got "
+                                 f"'{neg_sampling.mode}'")
+            amount = int(neg_sampling.amount)
+            if self.shared_negatives:
+                amount = min(amount, self.num_nodes)
+                neg = torch.randperm(self.num_nodes,
+                                     device=src.device)[:amount]
+            else:
+                neg = torch.randint(self.num_nodes, (num_pos * amount, ),
+                                    device=src.device)
+        seeds, inv = _unique_first(torch.cat([src, dst, neg]))
+        forbidden = None
+        if self.exclude_pairs and num_pos > 0:
+            forbidden = torch.unique(torch.minimum(src, dst) * self.num_nodes
+                                     + torch.maximum(src, dst))
+        out = self._expand(seeds, forbidden)
+        src_index, dst_pos_index = inv[:num_pos], inv[num_pos:2 * num_pos]
+        if neg_sampling is None:
+            edge_label_index = torch.stack([src_index, dst_pos_index])
+            edge_label = inputs.label if inputs.label is not None else \
+                torch.ones(num_pos, device=src.device)
+            out.metadata = (inputs.input_id, edge_label_index, edge_label,
+                            inputs.time)
+        else:
+            dst_neg_index = inv[2 * num_pos:]
+            if not self.shared_negatives:
+                dst_neg_index = dst_neg_index.view(num_pos, -1)
+            out.metadata = (inputs.input_id, src_index, dst_pos_index,
+                            dst_neg_index, inputs.time)
+        return out
+
+    @property
+    def edge_permutation(self) -> None:
+        return None

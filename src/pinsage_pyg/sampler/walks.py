@@ -1,0 +1,258 @@
+r"""Vectorised random walks on the item-user graph and PinSage's
+importance-based neighbourhoods (Ying et al., KDD 2018, Sec. 3.2).
+
+Everything here is plain PyTorch: the same code runs on CPU and CUDA
+tensors, with no Python loop over nodes or edges (only over walk steps and,
+for the whole graph, over chunks of seed items).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data, HeteroData
+
+from pinsage_pyg.data.dataset import ENGAGED_BY, ENGAGES
+
+
+@dataclass
+class BipartiteCSR:
+    r"""Both directions of the item-user graph in CSR form.
+
+    Attributes:
+        item_ptr, item_users: the users of item ``i`` are
+            ``item_users[item_ptr[i]:item_ptr[i + 1]]``.
+        user_ptr, user_items: the items of user ``u``.
+    """
+    item_ptr: Tensor
+    item_users: Tensor
+    user_ptr: Tensor
+    user_items: Tensor
+
+    @property
+    def num_items(self) -> int:
+        return self.item_ptr.numel() - 1
+
+    @property
+    def num_users(self) -> int:
+        return self.user_ptr.numel() - 1
+
+    def to(self, device) -> 'BipartiteCSR':
+        return BipartiteCSR(*(t.to(device) for t in (
+            self.item_ptr, self.item_users, self.user_ptr, self.user_items)))
+
+    @classmethod
+    def from_edges(cls, user: Tensor, item: Tensor, num_users: int,
+                   num_items: int) -> 'BipartiteCSR':
+        r"""Builds both CSRs from ``(user, item)`` edge lists."""
+        user, item = user.long(), item.long()
+        if user.numel() and (int(user.min()) < 0
+                             or int(user.max()) >= num_users):
+            raise ValueError(f"user index out of range [0, {num_users})")
+        if item.numel() and (int(item.min()) < 0
+                             or int(item.max()) >= num_items):
+            raise ValueError(f"item index out of range [0, {num_items})")
+        perm = torch.argsort(item * num_users + user)
+        item_ptr = _ptr(item, num_items)
+        item_users = user[perm]
+        perm = torch.argsort(user * num_items + item)
+        user_ptr = _ptr(user, num_users)
+        user_items = item[perm]
+        return cls(item_ptr, item_users, user_ptr, user_items)
+
+    @classmethod
+    def from_hetero(cls, data: HeteroData) -> 'BipartiteCSR':
+        r"""From a :class:`HeteroData` with ``item`` and ``user`` node types
+        and a ``(user, engages, item)`` (or reverse) edge type."""
+        if ENGAGES in data.edge_types:
+            user, item = data[ENGAGES].edge_index
+        elif ENGAGED_BY in data.edge_types:
+            item, user = data[ENGAGED_BY].edge_index
+        else:
+            raise ValueError(f"HeteroData needs a {ENGAGES} or {ENGAGED_BY} "
+                             f"edge type (got {data.edge_types})")
+        return cls.from_edges(user, item, data['user'].num_nodes,
+                              data['item'].num_nodes)
+
+
+def _ptr(index: Tensor, size: int) -> Tensor:
+    ptr = torch.zeros(size + 1, dtype=torch.long, device=index.device)
+    ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
+    return ptr
+
+
+def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
+                      generator: Optional[torch.Generator]) -> Tensor:
+    r"""One uniformly random neighbour per entry of :obj:`node` (``-1`` for a
+    node that is ``-1`` or has no neighbours)."""
+    valid = node >= 0
+    safe = node.clamp(min=0)
+    start = ptr[safe]
+    deg = ptr[safe + 1] - start
+    r = torch.rand(node.shape, device=node.device, generator=generator)
+    off = (r * deg).long().clamp(max=(deg - 1).clamp(min=0))
+    ok = valid & (deg > 0)
+    out = col[(start + off).clamp(max=max(col.numel() - 1, 0))] \
+        if col.numel() else torch.full_like(node, -1)
+    return torch.where(ok, out, torch.full_like(node, -1))
+
+
+def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
+                restart_prob: float = 0.0,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    r"""Random walks item -> user -> item from the items in :obj:`start`.
+
+    One step goes from an item to a uniformly random user who engaged with
+    it, then to a uniformly random item of that user. Before each step the
+    walker jumps back to its start item with probability
+    :obj:`restart_prob` (a walk with restart, whose visit counts approximate
+    Personalized PageRank w.r.t. the start item). A walker at a dead end
+    (an item without users) restarts from its start item.
+
+    Args:
+        csr (BipartiteCSR): The graph.
+        start (LongTensor): Start items, shape ``[n]``.
+        walk_length (int): Item-to-item steps per walk (``>= 1``).
+        restart_prob (float): Restart probability per step, in ``[0, 1)``.
+        generator (torch.Generator, optional): Random source.
+
+    Returns:
+        LongTensor ``[n, walk_length]``: the item reached after each step
+        (``-1`` where no step was possible).
+    """
+    if walk_length < 1:
+        raise ValueError(f"walk_length must be >= 1 (got {walk_length})")
+    if not 0.0 <= restart_prob < 1.0:
+        raise ValueError(f"restart_prob must be in [0, 1) "
+                         f"(got {restart_prob})")
+    start = start.long()
+    out = torch.empty((start.numel(), walk_length), dtype=torch.long,
+                      device=start.device)
+    cur = start
+    for step in range(walk_length):
+        if step > 0:
+            reset = cur < 0
+            if restart_prob > 0:
+                reset |= torch.rand(cur.shape, device=cur.device,
+                                    generator=generator) < restart_prob
+            cur = torch.where(reset, start, cur)
+        user = _uniform_neighbor(csr.item_ptr, csr.item_users, cur, generator)
+        cur = _uniform_neighbor(csr.user_ptr, csr.user_items, user, generator)
+        out[:, step] = cur
+    return out
+
+
+def importance_neighbors(
+    csr: BipartiteCSR,
+    seeds: Tensor,
+    num_neighbors: int = 50,
+    num_walks: int = 100,
+    walk_length: int = 2,
+    restart_prob: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""PinSage's importance-based neighbourhoods: from every seed item run
+    :obj:`num_walks` random walks of :obj:`walk_length` item steps, count
+    the visits to other items, keep the top-:obj:`num_neighbors` (``T``) and
+    L1-normalise their counts into importance weights ``alpha``.
+
+    Ties in the counts are broken by the smaller item index (deterministic
+    given the walks).
+
+    Returns:
+        ``(seed_index, neighbor, weight)``: for each kept (seed, neighbour)
+        pair the position of the seed in :obj:`seeds`, the neighbour item and
+        its weight. Pairs are grouped by seed and sorted by decreasing
+        weight; the weights of each seed sum to 1. A seed whose walks visit
+        no other item (e.g. an isolated item) has no pairs.
+    """
+    if num_neighbors < 1:
+        raise ValueError(f"num_neighbors (T) must be >= 1 "
+                         f"(got {num_neighbors})")
+    if num_walks < 1:
+        raise ValueError(f"num_walks must be >= 1 (got {num_walks})")
+    seeds = seeds.long()
+    n, num_items = seeds.numel(), csr.num_items
+    start = seeds.repeat_interleave(num_walks)
+    visits = random_walk(csr, start, walk_length, restart_prob, generator)
+    row = torch.arange(n, device=seeds.device).repeat_interleave(
+        num_walks * walk_length)
+    visits = visits.view(-1)
+    keep = (visits >= 0) & (visits != seeds[row])
+    key = row[keep] * num_items + visits[keep]
+    key, count = torch.unique(key, sorted=True, return_counts=True)
+    row, item = key // num_items, key % num_items
+    # Sort by (row asc, count desc, item asc): `key` is already sorted by
+    # (row, item), so two stable sorts finish the job.
+    perm = torch.sort(count, descending=True, stable=True)[1]
+    perm = perm[torch.sort(row[perm], stable=True)[1]]
+    row, item, count = row[perm], item[perm], count[perm]
+    # Rank within each seed's group, keep the top T:
+    group_start = torch.zeros(n + 1, dtype=torch.long, device=seeds.device)
+    group_start[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    rank = torch.arange(row.numel(), device=seeds.device) - group_start[row]
+    top = rank < num_neighbors
+    row, item, count = row[top], item[top], count[top].to(torch.float)
+    total = torch.zeros(n, device=seeds.device).index_add_(0, row, count)
+    return row, item, count / total[row]
+
+
+def importance_graph(
+    csr: BipartiteCSR,
+    x: Optional[Tensor] = None,
+    num_neighbors: int = 50,
+    num_walks: int = 100,
+    walk_length: int = 2,
+    restart_prob: float = 0.0,
+    seed: Optional[int] = None,
+    chunk_size: int = 65536,
+    nodes: Optional[Tensor] = None,
+) -> Data:
+    r"""The importance neighbourhood of every item, as a homogeneous item
+    graph ready for PyG: ``edge_index[0]`` is the neighbour ``v``,
+    ``edge_index[1]`` the item ``u`` it is pooled into, ``edge_weight`` the
+    importance ``alpha_{u,v}``. Edges are sorted by target (CSC order,
+    so the K-hop expansion of :class:`PinSageSampler` is a gather.
+
+    Seeds are processed :obj:`chunk_size` at a time, so memory is
+    ``O(chunk_size * num_walks * walk_length)`` plus the output.
+
+    Args:
+        csr (BipartiteCSR): The item-user graph (train interactions only).
+        x (Tensor, optional): Item features to attach as ``data.x``.
+        seed (int, optional): Seed of a private random generator (the same
+            seed gives the same graph on the same device).
+        nodes (LongTensor, optional): Only compute the neighbourhoods of
+            these items (others get none). Default: all items.
+    """
+    device = csr.item_ptr.device
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed))
+    num_items = csr.num_items
+    if nodes is None:
+        nodes = torch.arange(num_items, device=device)
+    rows, cols, weights = [], [], []
+    for lo in range(0, nodes.numel(), chunk_size):
+        chunk = nodes[lo:lo + chunk_size]
+        r, nbr, w = importance_neighbors(csr, chunk, num_neighbors, num_walks,
+                                         walk_length, restart_prob, gen)
+        rows.append(chunk[r])
+        cols.append(nbr)
+        weights.append(w)
+    dst = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
+    src = torch.cat(cols) if cols else torch.empty(0, dtype=torch.long)
+    w = torch.cat(weights) if weights else torch.empty(0)
+    perm = torch.sort(dst, stable=True)[1]  # nodes may be unsorted
+    dst, src, w = dst[perm], src[perm], w[perm]
+    data = Data(edge_index=torch.stack([src, dst]), edge_weight=w,
+                num_nodes=num_items)
+    if x is not None:
+        if x.size(0) != num_items:
+            raise ValueError(f"x has {x.size(0)} rows but the graph has "
+                             f"{num_items} items")
+        data.x = x
+    return data

@@ -1,0 +1,149 @@
+r"""The LightningDataModule: positives, importance graphs and PyG loaders."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torch_geometric.data import Data
+from torch_geometric.loader import LinkLoader
+from torch_geometric.sampler import NegativeSampling
+
+from pinsage_pyg.data.dataset import PinSageDataset
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.sampler import BipartiteCSR, PinSageSampler, importance_graph
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplerConfig:
+    r"""Random-walk and negative-sampling settings (``sampler`` config
+    group). See :func:`~pinsage_pyg.sampler.importance_neighbors`."""
+    num_neighbors: int = 50
+    num_walks: int = 100
+    walk_length: int = 2
+    restart_prob: float = 0.0
+    num_negatives: int = 500
+    shared_negatives: bool = True
+    exclude_pairs: bool = True
+    refresh_every_n_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.num_neighbors >= 1, 'sampler.num_neighbors (T) must be >= 1'),
+            (self.num_walks >= 1, 'sampler.num_walks must be >= 1'),
+            (self.walk_length >= 1, 'sampler.walk_length must be >= 1'),
+            (0.0 <= self.restart_prob < 1.0,
+             'sampler.restart_prob must be in [0, 1)'),
+            (self.num_negatives >= 1, 'sampler.num_negatives must be >= 1'),
+            (self.refresh_every_n_epochs >= 0,
+             'sampler.refresh_every_n_epochs must be >= 0 (0: never)'),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise DataError(f"{msg}; got {self.__dict__}.")
+
+
+def _worker_init(_: int) -> None:
+    # One intra-op thread per loader worker: on small machines the default
+    # (all cores in every worker) oversubscribes the CPU badly.
+    torch.set_num_threads(1)
+
+
+class PinSageDataModule(pl.LightningDataModule):
+    r"""Serves PinSage training batches and evaluation queries.
+
+    * ``train_dataloader()`` is rebuilt every epoch (use the trainer's
+      ``reload_dataloaders_every_n_epochs=1``): it draws a fresh importance
+      graph from ``trainer.current_epoch`` (every
+      ``refresh_every_n_epochs``) and wraps it in PyG's
+      :class:`~torch_geometric.loader.LinkLoader` with
+      :class:`~pinsage_pyg.sampler.PinSageSampler`, so per-epoch changes
+      reach the loader's worker processes.
+    * ``val_dataloader()`` / ``test_dataloader()`` yield
+      ``(user, query_item, target_item)`` rows of the leave-last-out
+      protocol; the model scores them against all items.
+    * :attr:`eval_graph` is a fixed-seed importance graph used for
+      full-graph embedding.
+    """
+    def __init__(self, dataset: PinSageDataset, num_layers: int,
+                 sampler: Optional[SamplerConfig] = None,
+                 batch_size: int = 1024, num_workers: int = 0,
+                 positive_window: int = 1, seed: int = 0,
+                 eval_batch_size: int = 1024):
+        super().__init__()
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be >= 1 (got "
+                            f"{batch_size}).")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers must be >= 0 (got "
+                            f"{num_workers}).")
+        self.dataset = dataset
+        self.num_layers = num_layers
+        self.cfg = sampler or SamplerConfig()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.csr = BipartiteCSR.from_hetero(dataset.hetero_data())
+        self.pairs = dataset.positive_pairs(positive_window)
+        if self.pairs.size(1) == 0:
+            raise DataError(f"{dataset.name}: no training positives (no user "
+                            f"has two consecutive train interactions with "
+                            f"different items).")
+        self._eval_graph: Optional[Data] = None
+
+    def build_graph(self, seed: int) -> Data:
+        c = self.cfg
+        return importance_graph(self.csr, self.dataset.x, c.num_neighbors,
+                                c.num_walks, c.walk_length, c.restart_prob,
+                                seed=seed)
+
+    @property
+    def eval_graph(self) -> Data:
+        if self._eval_graph is None:
+            self._eval_graph = self.build_graph(seed=self.seed + 7919)
+        return self._eval_graph
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, 'trainer', None)
+        return int(trainer.current_epoch) if trainer is not None else 0
+
+    def train_graph(self, epoch: int) -> Data:
+        every = self.cfg.refresh_every_n_epochs
+        version = epoch // every if every > 0 else 0
+        return self.build_graph(seed=self.seed * 100003 + version)
+
+    def train_dataloader(self) -> LinkLoader:
+        epoch = self._epoch()
+        graph = self.train_graph(epoch)
+        sampler = PinSageSampler(graph, self.num_layers,
+                                 shared_negatives=self.cfg.shared_negatives,
+                                 exclude_pairs=self.cfg.exclude_pairs)
+        return LinkLoader(
+            graph, link_sampler=sampler, edge_label_index=self.pairs,
+            neg_sampling=NegativeSampling('triplet', self.cfg.num_negatives),
+            batch_size=self.batch_size, shuffle=True,
+            num_workers=self.num_workers,
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
+            persistent_workers=False,
+        )
+
+    def _queries(self, split: str) -> TensorDataset:
+        held = getattr(self.dataset, split)
+        user, target = held
+        query = self.dataset.last_train_item()[user]
+        keep = query >= 0
+        return TensorDataset(user[keep], query[keep], target[keep])
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._queries('val'),
+                          batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._queries('test'),
+                          batch_size=self.eval_batch_size)

@@ -1,0 +1,153 @@
+r"""The LightningModule: PinSage + max-margin loss over shared negatives."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from pinsage_pyg.nn import PinSage, max_margin_loss, sampled_softmax_loss
+from pinsage_pyg.training.baselines import EmbeddingScorer
+from pinsage_pyg.training.evaluate import (evaluate_leave_last_out,
+                                           evaluate_pairs)
+
+LOSSES = ('max_margin', 'softmax')
+
+
+def gather_rows(ptr: Tensor, col: Tensor, rows: Tensor
+                ) -> tuple[Tensor, Tensor]:
+    r"""The CSR sub-matrix of :obj:`rows`: ``(new_ptr, new_col)``."""
+    start = ptr[rows]
+    count = ptr[rows + 1] - start
+    new_ptr = torch.zeros(rows.numel() + 1, dtype=torch.long)
+    new_ptr[1:] = torch.cumsum(count, 0)
+    offset = torch.arange(int(new_ptr[-1])) - \
+        new_ptr[:-1].repeat_interleave(count)
+    return new_ptr, col[start.repeat_interleave(count) + offset]
+
+
+class PinSageModule(pl.LightningModule):
+    r"""Trains :class:`~pinsage_pyg.nn.PinSage` on batches of
+    :class:`~pinsage_pyg.sampler.PinSageSampler` inside PyG's
+    :class:`~torch_geometric.loader.LinkLoader`.
+
+    Validation/test embed all items layer-wise on the datamodule's
+    evaluation importance graph and log, per split, ``hr@k`` (leave-last-out:
+    query = user's last train item, candidates = all items but the user's
+    train items) and the paper's ``hit_rate@k`` / ``scaled_mrr`` on the
+    held-out (last train item, held-out item) pairs.
+
+    Args:
+        model (dict): :class:`~pinsage_pyg.nn.PinSage` keyword arguments.
+        loss (dict): ``name`` (``max_margin`` or ``softmax``), ``margin``,
+            ``temperature``.
+        optimizer (dict): ``lr``, ``weight_decay``.
+        k (int): Cut-off of the evaluation metrics. (default: ``10``)
+    """
+    def __init__(self, model: Dict[str, Any], loss: Dict[str, Any],
+                 optimizer: Dict[str, Any], k: int = 10):
+        super().__init__()
+        self.save_hyperparameters()
+        loss = dict(loss)
+        if loss.get('name', 'max_margin') not in LOSSES:
+            raise ValueError(f"loss.name must be one of {LOSSES} (got "
+                             f"{loss.get('name')!r})")
+        if loss.get('margin', 0.1) < 0:
+            raise ValueError(f"loss.margin must be >= 0 (got "
+                             f"{loss['margin']}); it is the hinge margin "
+                             f"Delta of the max-margin loss")
+        if loss.get('temperature', 0.05) <= 0:
+            raise ValueError("loss.temperature must be > 0")
+        if optimizer.get('lr', 1e-3) <= 0:
+            raise ValueError(f"optimizer.lr must be > 0 (got "
+                             f"{optimizer['lr']})")
+        self.model = PinSage(**model)
+        self.loss_cfg = loss
+        self.k = k
+        self._emb: Optional[tuple[Tensor, Tensor]] = None
+
+    # ------------------------------------------------------------------
+    def forward(self, batch) -> tuple[Tensor, Tensor]:
+        return self.model(batch.x, batch.edge_index, batch.edge_weight,
+                          batch.num_sampled_nodes, batch.num_sampled_edges)
+
+    def compute_loss(self, batch) -> Tensor:
+        query, item = self(batch)
+        q = query[batch.src_index]
+        pos = item[batch.dst_pos_index]
+        neg_index = batch.dst_neg_index
+        neg = item[neg_index]
+        # A shared negative that is the pair's own query or positive is not
+        # a negative for that pair:
+        if neg_index.dim() == 1:
+            neg_mask = ((neg_index.view(1, -1) != batch.dst_pos_index.view(
+                -1, 1)) & (neg_index.view(1, -1) != batch.src_index.view(
+                    -1, 1)))
+        else:
+            neg_mask = ((neg_index != batch.dst_pos_index.view(-1, 1))
+                        & (neg_index != batch.src_index.view(-1, 1)))
+        if self.loss_cfg.get('name', 'max_margin') == 'softmax':
+            return sampled_softmax_loss(
+                q, pos, neg, self.loss_cfg.get('temperature', 0.05), neg_mask)
+        return max_margin_loss(q, pos, neg, self.loss_cfg.get('margin', 0.1),
+                               neg_mask)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        loss = self.compute_loss(batch)
+        self.log('train_loss', loss, prog_bar=True, on_step=True,
+                 on_epoch=True, batch_size=int(batch.src_index.numel()))
+        return loss
+
+    # ------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_all(self, graph=None) -> tuple[Tensor, Tensor]:
+        r"""Layer-wise embeddings ``(query, item)`` of every item."""
+        if graph is None:
+            graph = self.trainer.datamodule.eval_graph
+        was_training = self.training
+        self.eval()
+        out = self.model.inference(graph.x.to(self.device),
+                                   graph.edge_index.to(self.device),
+                                   graph.edge_weight.to(self.device))
+        self.train(was_training)
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self._emb = self.embed_all()
+
+    def on_test_epoch_start(self) -> None:
+        self._emb = self.embed_all()
+
+    def _eval_step(self, batch, split: str) -> None:
+        user, query, target = batch
+        dataset = self.trainer.datamodule.dataset
+        q_emb, i_emb = self._emb
+        scorer = EmbeddingScorer(q_emb.cpu(), i_emb.cpu())
+        ptr, items = gather_rows(dataset.train_ptr, dataset.train_item,
+                                 user.cpu())
+        n = int(user.numel())
+        hr = evaluate_leave_last_out(scorer, query.cpu(), target.cpu(), ptr,
+                                     items, k=self.k)
+        self.log(f'{split}_hr@{self.k}', hr, batch_size=n, on_epoch=True,
+                 prog_bar=True, sync_dist=True)
+        keep = query != target
+        if bool(keep.any()):
+            pm = evaluate_pairs(scorer, query[keep].cpu(),
+                                target[keep].cpu(), k=self.k)
+            m = int(keep.sum())
+            self.log(f'{split}_hit_rate@{self.k}', pm[f'hit_rate@{self.k}'],
+                     batch_size=m, on_epoch=True, sync_dist=True)
+            self.log(f'{split}_scaled_mrr', pm['scaled_mrr'], batch_size=m,
+                     on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, 'val')
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, 'test')
+
+    def configure_optimizers(self):
+        opt = self.hparams.optimizer
+        return torch.optim.Adam(self.parameters(), lr=opt.get('lr', 1e-3),
+                                weight_decay=opt.get('weight_decay', 0.0))
