@@ -124,7 +124,8 @@ class PinSageConv(MessagePassing):
         elif self.pooling != 'max':
             # Fused sparse-dense matmul (no [num_edges, channels] message
             # tensor): ~8x faster than gather/scatter on CPU.
-            adj_t = to_torch_csr_tensor(edge_index.flip(0), edge_weight,
+            weight = edge_weight if self.pooling == 'importance' else None
+            adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
                                         size=(num_dst, num_src))
         else:
             adj_t = None
