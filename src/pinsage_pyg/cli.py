@@ -11,9 +11,10 @@ log = logging.getLogger('pinsage_pyg')
 
 
 def _friendly(fn, cfg: DictConfig):
+    from pinsage_pyg.config import ConfigError, check_config
     from pinsage_pyg.data.interactions import DataError
-    from pinsage_pyg.training.pipeline import ConfigError
     try:
+        check_config(cfg)  # fast: before the heavy imports of `fn`
         return fn(cfg)
     except (DataError, ConfigError) as e:
         # A user-caused problem: one clear message, no deep traceback.

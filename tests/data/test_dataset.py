@@ -297,10 +297,6 @@ def test_read_table_formats_give_the_same_split(tmp_path, suffix):
     assert held_out(ds, 'test') == TEST
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'dataset.py: user_ids (always) and item_ids (without an item table) are '
-    'pandas ArrowStringArray under pandas 3, not np.ndarray as declared; '
-    'indexing them with a LongTensor raises IndexError'))
 @pytest.mark.parametrize('with_items', [False, True])
 def test_ids_map_back_from_index_tensors(with_items):
     items = _items(list('abcdexyz')) if with_items else None

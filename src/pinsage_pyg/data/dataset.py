@@ -181,7 +181,7 @@ def build_dataset(
                 f"{list(table.index[extra][:5])}. Remove them, or set "
                 f"data.unknown_feature_items=embed to keep them as "
                 f"cold-start items embedded from their features.")
-        item_ids = table.index.to_numpy().astype(str)
+        item_ids = table.index.to_numpy(dtype=str)
         x, names = build_item_features(table, features,
                                        source=f'{name} item features')
     else:
@@ -192,12 +192,12 @@ def build_dataset(
         log.warning("%s: no item table; the only item feature is "
                     "log(degree). Pass an item table for a useful model.",
                     name)
-        item_ids = pd.unique(inter['item']).astype(str)
+        item_ids = inter['item'].drop_duplicates().to_numpy(dtype=str)
         table = pd.DataFrame(index=pd.Index(item_ids, name='item'))
         x, names = np.zeros((len(item_ids), 0), np.float32), []
 
     item_index = pd.Index(item_ids)
-    user_ids = pd.unique(inter['user']).astype(str)
+    user_ids = inter['user'].drop_duplicates().to_numpy(dtype=str)
     user = pd.Index(user_ids).get_indexer(inter['user'])
     item = item_index.get_indexer(inter['item'])
 

@@ -21,7 +21,8 @@ class DataError(ValueError):
     the fix."""
 
 
-def read_table(path: PathLike, what: str = 'table') -> pd.DataFrame:
+def read_table(path: PathLike, what: str = 'table',
+               str_columns: Sequence[str] = ()) -> pd.DataFrame:
     r"""Reads a CSV, TSV or Parquet file into a :class:`pandas.DataFrame`.
 
     Args:
@@ -29,6 +30,8 @@ def read_table(path: PathLike, what: str = 'table') -> pd.DataFrame:
             read with pyarrow; ``.tsv``/``.tab`` are tab-separated; anything
             else is read as CSV.
         what (str): What the file is, used in error messages.
+        str_columns (sequence of str): Id columns read verbatim as strings
+            (so ``007`` stays ``"007"`` and matches across files).
     """
     path = Path(path)
     if not path.exists():
@@ -41,19 +44,23 @@ def read_table(path: PathLike, what: str = 'table') -> pd.DataFrame:
         raise DataError(f"{what} file '{path}' is empty. It needs a header "
                         f"row and at least one data row.")
     suffix = path.suffix.lower()
+    dtype = {c: str for c in str_columns}
     try:
         if suffix in {'.parquet', '.pq'}:
             df = pd.read_parquet(path)
         elif suffix in {'.tsv', '.tab'}:
-            df = pd.read_csv(path, sep='\t')
+            df = pd.read_csv(path, sep='\t', dtype=dtype)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype=dtype)
     except Exception as e:  # pandas/pyarrow raise many different types
+        detail = ' '.join(str(e).split())
         raise DataError(f"Could not parse {what} file '{path}' "
-                        f"({type(e).__name__}: {e}). Expected a CSV (comma "
-                        f"separated, header row), TSV or Parquet file.") from e
+                        f"({type(e).__name__}: {detail}). Expected a CSV "
+                        f"(comma separated, header row), TSV or Parquet "
+                        f"file.") from e
     if len(df) == 0:
-        raise DataError(f"{what} file '{path}' has a header but no rows.")
+        raise DataError(f"{what} file '{path}' has a header but no rows. "
+                        f"Add at least one data row.")
     return df
 
 
@@ -155,7 +162,9 @@ def validate_item_table(
                         f"found {list(items.columns)}. Rename it or set "
                         f"data.item_col.")
     if items[item_col].isna().any():
-        raise DataError(f"{source}: column '{item_col}' has missing ids.")
+        raise DataError(f"{source}: column '{item_col}' has "
+                        f"{int(items[item_col].isna().sum())} missing id(s). "
+                        f"Drop those rows or give them ids.")
     ids = items[item_col].astype(str)
     dup = ids.duplicated()
     if dup.any():

@@ -2,7 +2,6 @@ r"""The LightningDataModule: positives, importance graphs and PyG loaders."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Optional
 
 import lightning.pytorch as pl
@@ -12,40 +11,12 @@ from torch_geometric.data import Data
 from torch_geometric.loader import LinkLoader
 from torch_geometric.sampler import NegativeSampling
 
+from pinsage_pyg.config import SamplerConfig
 from pinsage_pyg.data.dataset import PinSageDataset
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.sampler import BipartiteCSR, PinSageSampler, importance_graph
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplerConfig:
-    r"""Random-walk and negative-sampling settings (``sampler`` config
-    group). See :func:`~pinsage_pyg.sampler.importance_neighbors`."""
-    num_neighbors: int = 50
-    num_walks: int = 100
-    walk_length: int = 2
-    restart_prob: float = 0.0
-    num_negatives: int = 500
-    shared_negatives: bool = True
-    exclude_pairs: bool = True
-    refresh_every_n_epochs: int = 1
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.num_neighbors >= 1, 'sampler.num_neighbors (T) must be >= 1'),
-            (self.num_walks >= 1, 'sampler.num_walks must be >= 1'),
-            (self.walk_length >= 1, 'sampler.walk_length must be >= 1'),
-            (0.0 <= self.restart_prob < 1.0,
-             'sampler.restart_prob must be in [0, 1)'),
-            (self.num_negatives >= 1, 'sampler.num_negatives must be >= 1'),
-            (self.refresh_every_n_epochs >= 0,
-             'sampler.refresh_every_n_epochs must be >= 0 (0: never)'),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise DataError(f"{msg}; got {self.__dict__}.")
 
 
 def _worker_init(_: int) -> None:

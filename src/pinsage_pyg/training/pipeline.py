@@ -25,16 +25,13 @@ from pinsage_pyg.training.baselines import (EmbeddingScorer,
                                             cooccurrence_scorer,
                                             popularity_scorer, random_scorer,
                                             transition_scorer)
-from pinsage_pyg.training.datamodule import PinSageDataModule, SamplerConfig
+from pinsage_pyg.config import ConfigError, SamplerConfig, check_config
+from pinsage_pyg.training.datamodule import PinSageDataModule
 from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
                                            evaluate_scorers)
 from pinsage_pyg.training.module import PinSageModule, gather_rows
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    r"""A configuration value makes no sense; the message names the key."""
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
@@ -56,48 +53,19 @@ def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
         if not cfg.get('interactions'):
             raise ConfigError("data.interactions is required for data=files "
                               "(a CSV/TSV/Parquet interaction log).")
-        inter = read_table(cfg['interactions'], 'interactions')
-        items = read_table(cfg['items'], 'item features') \
+        user_col = cfg.get('user_col', 'user')
+        item_col = cfg.get('item_col', 'item')
+        inter = read_table(cfg['interactions'], 'interactions',
+                           str_columns=(user_col, item_col))
+        items = read_table(cfg['items'], 'item features',
+                           str_columns=(item_col, )) \
             if cfg.get('items') else None
-        return build_dataset(inter, items, user_col=cfg.get('user_col',
-                                                            'user'),
-                             item_col=cfg.get('item_col', 'item'),
+        return build_dataset(inter, items, user_col=user_col,
+                             item_col=item_col,
                              time_col=cfg.get('time_col', 'timestamp'),
                              weight_col=cfg.get('weight_col'), **common)
     raise ConfigError(f"data.source must be 'movielens' or 'files' (got "
                       f"{source!r}).")
-
-
-def check_config(cfg: DictConfig) -> None:
-    r"""Refuses nonsensical values before any long work starts."""
-    m = cfg.model
-    checks = [
-        (m.hidden_channels >= 1, 'model.hidden_channels must be >= 1'),
-        (m.out_channels >= 1, 'model.out_channels must be >= 1'),
-        (m.num_layers >= 0, 'model.num_layers must be >= 0'),
-        (m.aggr in ('importance', 'mean', 'max'),
-         "model.aggr must be 'importance', 'mean' or 'max'"),
-        (0 <= m.get('dropout', 0.0) < 1, 'model.dropout must be in [0, 1)'),
-        (cfg.loss.name in ('max_margin', 'softmax'),
-         "loss.name must be 'max_margin' or 'softmax'"),
-        (cfg.loss.get('margin', 0.1) >= 0, 'loss.margin must be >= 0'),
-        (cfg.loss.get('temperature', 0.05) > 0,
-         'loss.temperature must be > 0'),
-        (cfg.optimizer.lr > 0, 'optimizer.lr must be > 0'),
-        (cfg.optimizer.get('weight_decay', 0) >= 0,
-         'optimizer.weight_decay must be >= 0'),
-        (cfg.evaluate.k >= 1, 'evaluate.k must be >= 1'),
-        (cfg.data.batch_size >= 1, 'data.batch_size must be >= 1'),
-        (cfg.data.num_workers >= 0, 'data.num_workers must be >= 0'),
-        (cfg.data.positives.window >= 1, 'data.positives.window must be >= 1'),
-        (cfg.threads >= 1, 'threads must be >= 1'),
-        (cfg.trainer.get('max_epochs', 1) >= 1,
-         'trainer.max_epochs must be >= 1'),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(f"Invalid config: {msg}.")
-    SamplerConfig(**dict(cfg.sampler))  # raises on bad sampler values
 
 
 def baseline_scorers(ds: PinSageDataset, cfg: Mapping[str, Any],
