@@ -180,7 +180,8 @@ def check_feature_coverage(item_index: pd.Index, interaction_items: np.ndarray,
                            source: str = 'item features') -> None:
     r"""Every interacted item needs a feature row (the model is inductive:
     features are its only input)."""
-    known = np.isin(interaction_items, item_index.to_numpy())
+    # Hash lookup (np.isin on strings is quadratic).
+    known = item_index.get_indexer(interaction_items) >= 0
     if not known.all():
         miss = pd.unique(interaction_items[~known])
         raise DataError(
