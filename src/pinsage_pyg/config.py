@@ -89,6 +89,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'data.num_workers', int, lambda v: v >= 0, '>= 0')
     _number(cfg, 'data.positives.window', int, pos, '>= 1')
     _choice(cfg, 'data.source', ('movielens', 'files'))
+    if cfg['data'].get('context_size') is not None:
+        _number(cfg, 'data.context_size', int, pos,
+                '>= 1, or null for one context per user')
     if _get(cfg, 'data.source') == 'files':
         try:
             log = cfg['data']['interactions']

@@ -306,3 +306,32 @@ def test_ids_map_back_from_index_tensors(with_items):
     assert isinstance(ds.item_ids, np.ndarray)
     u, i = ds.test
     assert dict(zip(ds.user_ids[u], ds.item_ids[i])) == TEST
+
+
+def test_session_contexts_chunk_each_users_history():
+    import torch
+    from pinsage_pyg.data import build_dataset
+    inter = pd.DataFrame({
+        'user': ['a'] * 7 + ['b'] * 4,
+        'item': ['i0', 'i1', 'i2', 'i3', 'i4', 'i5', 'i6',
+                 'i6', 'i5', 'i4', 'i3'],
+        'timestamp': list(range(7)) + list(range(4)),
+    })
+    ds = build_dataset(inter)
+    # Train: a -> i0..i4 (5), b -> i6, i5 (2).
+    full = ds.hetero_data()
+    assert full['user'].num_nodes == 2
+    data = ds.hetero_data(context_size=2)
+    # a: [i0 i1] [i2 i3] [i4] ; b: [i6 i5]  -> 4 contexts
+    assert data['user'].num_nodes == 4
+    ctx, item = data['user', 'engages', 'item'].edge_index
+    names = ds.item_ids[item.numpy()]
+    groups = {}
+    for c, n in zip(ctx.tolist(), names):
+        groups.setdefault(c, []).append(n)
+    assert sorted(map(sorted, groups.values())) == [
+        ['i0', 'i1'], ['i2', 'i3'], ['i4'], ['i5', 'i6']]
+    assert torch.equal(data['item', 'engaged_by', 'user'].edge_index,
+                       data['user', 'engages', 'item'].edge_index.flip(0))
+    with pytest.raises(ValueError, match='context_size'):
+        ds.hetero_data(context_size=0)

@@ -69,14 +69,37 @@ class PinSageDataset:
     def num_features(self) -> int:
         return self.x.size(1)
 
-    def hetero_data(self) -> HeteroData:
-        r"""The bipartite item-user graph of the train split, in both
-        directions (items carry features; users, the "contexts", do not)."""
+    def hetero_data(self, context_size: Optional[int] = None) -> HeteroData:
+        r"""The bipartite item-context graph of the train split, in both
+        directions (items carry features; contexts, the paper's "boards",
+        do not).
+
+        Args:
+            context_size (int, optional): With :obj:`None` (default) every
+                user is one context node. With an integer :math:`S`, each
+                user's chronological train history is cut into consecutive
+                chunks of :math:`S` engagements and every chunk is a context
+                node ("sessions"), so random walks connect items engaged
+                close in time rather than anywhere in a user's history.
+                The context node type keeps the name ``user``.
+        """
         data = HeteroData()
         data['item'].x = self.x
         data['item'].num_nodes = self.num_items
-        data['user'].num_nodes = self.num_users
-        ei = torch.stack([self.train_user, self.train_item])
+        ctx, num_ctx = self.train_user, self.num_users
+        if context_size is not None:
+            if context_size < 1:
+                raise DataError(f"data.context_size must be >= 1 or null "
+                                f"(got {context_size}).")
+            pos = torch.arange(self.train_user.numel()) - \
+                self.train_ptr[self.train_user]
+            chunks = (self.train_ptr[1:] - self.train_ptr[:-1] +
+                      context_size - 1) // context_size
+            first = torch.cumsum(chunks, 0) - chunks
+            ctx = first[self.train_user] + pos // context_size
+            num_ctx = int(chunks.sum())
+        data['user'].num_nodes = num_ctx
+        ei = torch.stack([ctx, self.train_item])
         data[ENGAGES].edge_index = ei
         data[ENGAGED_BY].edge_index = ei.flip(0)
         return data

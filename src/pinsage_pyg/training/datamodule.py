@@ -45,7 +45,8 @@ class PinSageDataModule(pl.LightningDataModule):
                  sampler: Optional[SamplerConfig] = None,
                  batch_size: int = 1024, num_workers: int = 0,
                  positive_window: int = 1, seed: int = 0,
-                 eval_batch_size: int = 1024):
+                 eval_batch_size: int = 1024,
+                 context_size: Optional[int] = None):
         super().__init__()
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1 (got "
@@ -60,7 +61,8 @@ class PinSageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.eval_batch_size = eval_batch_size
-        self.csr = BipartiteCSR.from_hetero(dataset.hetero_data())
+        self.csr = BipartiteCSR.from_hetero(
+            dataset.hetero_data(context_size))
         self.pairs = dataset.positive_pairs(positive_window)
         if self.pairs.size(1) == 0:
             raise DataError(f"{dataset.name}: no training positives (no user "

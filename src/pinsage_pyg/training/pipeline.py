@@ -134,7 +134,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         sampler=SamplerConfig(**dict(cfg.sampler)),
         batch_size=int(cfg.data.batch_size),
         num_workers=int(cfg.data.num_workers),
-        positive_window=int(cfg.data.positives.window), seed=int(cfg.seed))
+        positive_window=int(cfg.data.positives.window), seed=int(cfg.seed),
+        context_size=cfg.data.get('context_size'))
     module = PinSageModule(
         model=dict(in_channels=ds.num_features,
                    **OmegaConf.to_container(cfg.model)),
