@@ -11,11 +11,7 @@ from torch_geometric.sampler import (BaseSampler, EdgeSamplerInput,
                                      NegativeSampling, NodeSamplerInput,
                                      SamplerOutput)
 
-
-def _ptr(index: Tensor, size: int) -> Tensor:
-    ptr = torch.zeros(size + 1, dtype=torch.long, device=index.device)
-    ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
-    return ptr
+from pinsage_pyg.utils import gather_csr_rows, index_to_ptr
 
 
 def _unique_first(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -90,7 +86,7 @@ class PinSageSampler(BaseSampler):
                              "(edge_index[1]); build it with "
                              "importance_graph(...)")
         self.src, self.dst = src, dst
-        self.ptr = _ptr(dst, self.num_nodes)
+        self.ptr = index_to_ptr(dst, self.num_nodes)
         self.num_layers = num_layers
         self.shared_negatives = shared_negatives
         self.exclude_pairs = exclude_pairs
@@ -98,13 +94,7 @@ class PinSageSampler(BaseSampler):
     # ------------------------------------------------------------------
     def _in_edges(self, nodes: Tensor) -> Tensor:
         r"""Ids of all edges pointing into :obj:`nodes` (grouped by node)."""
-        start = self.ptr[nodes]
-        count = self.ptr[nodes + 1] - start
-        total = int(count.sum())
-        offset = torch.cumsum(count, 0) - count
-        local = torch.arange(total, device=nodes.device) - \
-            offset.repeat_interleave(count)
-        return start.repeat_interleave(count) + local
+        return gather_csr_rows(self.ptr, nodes)[1]
 
     def _expand(self, seeds: Tensor, forbidden: Optional[Tensor] = None
                 ) -> SamplerOutput:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
 from pinsage_pyg.data.dataset import ENGAGED_BY, ENGAGES
+from pinsage_pyg.utils import index_to_ptr
 
 
 @dataclass
@@ -55,10 +56,10 @@ class BipartiteCSR:
                              or int(item.max()) >= num_items):
             raise ValueError(f"item index out of range [0, {num_items})")
         perm = torch.argsort(item * num_users + user)
-        item_ptr = _ptr(item, num_items)
+        item_ptr = index_to_ptr(item, num_items)
         item_users = user[perm]
         perm = torch.argsort(user * num_items + item)
-        user_ptr = _ptr(user, num_users)
+        user_ptr = index_to_ptr(user, num_users)
         user_items = item[perm]
         return cls(item_ptr, item_users, user_ptr, user_items)
 
@@ -75,12 +76,6 @@ class BipartiteCSR:
                              f"edge type (got {data.edge_types})")
         return cls.from_edges(user, item, data['user'].num_nodes,
                               data['item'].num_nodes)
-
-
-def _ptr(index: Tensor, size: int) -> Tensor:
-    ptr = torch.zeros(size + 1, dtype=torch.long, device=index.device)
-    ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
-    return ptr
 
 
 def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,

@@ -19,6 +19,8 @@ from torch import Tensor
 
 from torch_geometric.utils import cumsum
 
+from pinsage_pyg.utils import gather_csr_rows
+
 __all__ = [
     'ItemScorer',
     'Scorer',
@@ -78,17 +80,6 @@ def _csr_from_sorted_rows(row: Tensor, col: Tensor, value: Tensor,
     r"""(ptr, col, value) of a CSR matrix from entries sorted by row."""
     ptr = cumsum(torch.bincount(row, minlength=num_rows))
     return ptr, col, value
-
-
-def _gather_rows(ptr: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""For CSR rows :obj:`rows`, the CSR pointer of the selected submatrix
-    and the positions of its entries in the original :obj:`col`/:obj:`value`.
-    """
-    start, count = ptr[rows], ptr[rows + 1] - ptr[rows]
-    sub_ptr = cumsum(count)
-    pos = torch.arange(int(sub_ptr[-1]), device=ptr.device)
-    pos = pos + (start - sub_ptr[:-1]).repeat_interleave(count)
-    return sub_ptr, pos
 
 
 def _dense_rows(ptr: Tensor, col: Tensor, value: Tensor,
@@ -200,7 +191,7 @@ class CooccurrenceScorer(ItemScorer):
                                   num_items)
 
     def score(self, query_items: Tensor) -> Tensor:
-        ptr, pos = _gather_rows(self.item_ptr, query_items)
+        ptr, pos = gather_csr_rows(self.item_ptr, query_items)
         query_users = _sparse_csr(ptr, self.item_user[pos],
                                   self.item_value[pos],
                                   (query_items.numel(), self.num_users))
@@ -265,7 +256,7 @@ class TransitionScorer(ItemScorer):
         return self.col.numel()
 
     def score(self, query_items: Tensor) -> Tensor:
-        ptr, pos = _gather_rows(self.ptr, query_items)
+        ptr, pos = gather_csr_rows(self.ptr, query_items)
         return _dense_rows(ptr, self.col[pos], self.value[pos],
                            self.num_items)
 

@@ -11,6 +11,7 @@ from pinsage_pyg.nn import PinSage, max_margin_loss, sampled_softmax_loss
 from pinsage_pyg.training.baselines import EmbeddingScorer
 from pinsage_pyg.training.evaluate import (evaluate_leave_last_out,
                                            evaluate_pairs)
+from pinsage_pyg.utils import gather_csr_rows
 
 LOSSES = ('max_margin', 'softmax')
 
@@ -18,13 +19,8 @@ LOSSES = ('max_margin', 'softmax')
 def gather_rows(ptr: Tensor, col: Tensor, rows: Tensor
                 ) -> tuple[Tensor, Tensor]:
     r"""The CSR sub-matrix of :obj:`rows`: ``(new_ptr, new_col)``."""
-    start = ptr[rows]
-    count = ptr[rows + 1] - start
-    new_ptr = torch.zeros(rows.numel() + 1, dtype=torch.long)
-    new_ptr[1:] = torch.cumsum(count, 0)
-    offset = torch.arange(int(new_ptr[-1])) - \
-        new_ptr[:-1].repeat_interleave(count)
-    return new_ptr, col[start.repeat_interleave(count) + offset]
+    sub_ptr, pos = gather_csr_rows(ptr, rows)
+    return sub_ptr, col[pos]
 
 
 class PinSageModule(pl.LightningModule):
