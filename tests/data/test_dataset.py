@@ -335,3 +335,28 @@ def test_session_contexts_chunk_each_users_history():
                        data['user', 'engages', 'item'].edge_index.flip(0))
     with pytest.raises(ValueError, match='context_size'):
         ds.hetero_data(context_size=0)
+
+
+def test_recency_feature_orders_items_by_engagement_time():
+    # Each user's last two (x*, y*) are held out: only old/mid/new train.
+    inter = pd.DataFrame({
+        'user': ['a'] * 5 + ['b'] * 5,
+        'item': ['old', 'mid', 'new', 'xa', 'ya',
+                 'old', 'mid', 'new', 'xb', 'yb'],
+        'timestamp': [1, 5, 9, 10, 11, 2, 6, 10, 11, 12],
+    })
+    items = pd.DataFrame({'item': ['old', 'mid', 'new', 'xa', 'ya', 'xb',
+                                   'yb', 'cold'],
+                          'year': [1, 2, 3, 4, 5, 6, 7, 8]})
+    ds = build_dataset(inter, items, FeatureSpec(numeric_columns=['year']),
+                       unknown_feature_items='embed', recency_feature=True)
+    assert ds.feature_names[-2:] == ['mean_engagement_time',
+                                     'last_engagement_time']
+    mean_t = dict(zip(ds.item_ids, ds.x[:, -2].tolist()))
+    last_t = dict(zip(ds.item_ids, ds.x[:, -1].tolist()))
+    assert mean_t['old'] < mean_t['mid'] < mean_t['new']
+    assert last_t['old'] < last_t['mid'] < last_t['new']
+    # Items without train engagements (held out or cold) get the average:
+    assert abs(mean_t['cold'] - mean_t['xa']) < 1e-6
+    assert abs(mean_t['cold'] - mean_t['mid']) < 1e-6  # mid is the mean
+    assert torch.isfinite(ds.x).all()

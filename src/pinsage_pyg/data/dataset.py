@@ -167,6 +167,7 @@ def build_dataset(
     allow_duplicates: bool = False,
     unknown_feature_items: str = 'error',
     degree_feature: bool = True,
+    recency_feature: bool = False,
 ) -> PinSageDataset:
     r"""Validates, splits and featurises an interaction log.
 
@@ -182,6 +183,9 @@ def build_dataset(
             features, e.g. MovieLens movies nobody rated).
         degree_feature (bool): Append standardised ``log(1 + train degree)``
             (the paper's degree feature). (default: :obj:`True`)
+        recency_feature (bool): Append the standardised mean and latest
+            train timestamp of each item's engagements (items without any
+            get the average). (default: :obj:`False`)
     """
     if unknown_feature_items not in {'error', 'embed'}:
         raise DataError(f"data.unknown_feature_items must be 'error' or "
@@ -247,6 +251,21 @@ def build_dataset(
         deg = np.bincount(i[is_train], minlength=len(item_ids))
         x = np.concatenate([x, standardize(np.log1p(deg)[:, None])], axis=1)
         names = names + ['log_degree']
+    if recency_feature:
+        t = inter['timestamp'].to_numpy()[order][is_train]
+        it = i[is_train]
+        cnt = np.bincount(it, minlength=len(item_ids))
+        mean_t = np.bincount(it, weights=t, minlength=len(item_ids))
+        last_t = np.full(len(item_ids), -np.inf)
+        np.maximum.at(last_t, it, t)
+        seen = cnt > 0
+        rec = np.stack([mean_t / np.maximum(cnt, 1), last_t], axis=1)
+        if seen.any():
+            rec[~seen] = rec[seen].mean(axis=0)
+        else:
+            rec[:] = 0.0
+        x = np.concatenate([x, standardize(rec)], axis=1)
+        names = names + ['mean_engagement_time', 'last_engagement_time']
     if x.shape[1] == 0:
         raise DataError(f"{name}: no item features at all (no item table and "
                         f"degree_feature=false). The model needs features.")

@@ -42,7 +42,8 @@ def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
                   allow_duplicates=bool(cfg.get('allow_duplicates', False)),
                   unknown_feature_items=cfg.get('unknown_feature_items',
                                                 'error'),
-                  degree_feature=bool(cfg.get('degree_feature', True)))
+                  degree_feature=bool(cfg.get('degree_feature', True)),
+                  recency_feature=bool(cfg.get('recency_feature', False)))
     if source == 'movielens':
         from pinsage_pyg.data.movielens import fetch_movielens
         name = {'movielens_100k': 'ml-100k', 'movielens_1m': 'ml-1m'}.get(
