@@ -39,7 +39,7 @@ def test_compose_defaults(compose_train, monkeypatch, tmp_path):
     assert cfg.data.name == 'movielens_100k'
     assert cfg.data.root == str(tmp_path)  # env interpolation resolves
     assert cfg.model.hidden_channels == 256
-    assert cfg.loss.name == 'max_margin' and 'temperature' not in cfg.loss
+    assert cfg.loss.name == 'softmax' and 'margin' not in cfg.loss
     assert cfg.trainer._target_ == 'lightning.pytorch.Trainer'
     assert cfg.trainer.max_epochs == 10
     check_config(cfg)

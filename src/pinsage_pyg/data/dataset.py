@@ -111,20 +111,25 @@ class PinSageDataset:
         out[has] = self.train_item[self.train_ptr[1:][has] - 1]
         return out
 
-    def positive_pairs(self, window: int = 1) -> Tensor:
+    def positive_pairs(self, window: int = 1, return_distance: bool = False):
         r"""Training positives ``[2, P]`` (query, positive): for every user,
         item ``i`` engaged within :obj:`window` train steps after ``q``
         (``window=1``: the next engagement, as in the paper). Pairs of an
-        item with itself are dropped."""
+        item with itself are dropped. With :obj:`return_distance`, also
+        returns each pair's distance in steps (``1..window``)."""
         if window < 1:
             raise DataError(f"positives.window must be >= 1 (got {window}).")
-        out = []
+        out, dist = [], []
         for d in range(1, window + 1):
             same = self.train_user[d:] == self.train_user[:-d]
             out.append(torch.stack([self.train_item[:-d][same],
                                     self.train_item[d:][same]]))
-        pairs = torch.cat(out, dim=1)
-        return pairs[:, pairs[0] != pairs[1]]
+            dist.append(torch.full((int(same.sum()), ), d, dtype=torch.long))
+        pairs, dist = torch.cat(out, dim=1), torch.cat(dist)
+        keep = pairs[0] != pairs[1]
+        if return_distance:
+            return pairs[:, keep], dist[keep]
+        return pairs[:, keep]
 
     def item_degree(self) -> Tensor:
         return torch.bincount(self.train_item, minlength=self.num_items)

@@ -6,6 +6,7 @@ from typing import Optional
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 from torch_geometric.data import Data
 from torch_geometric.loader import LinkLoader
@@ -46,7 +47,9 @@ class PinSageDataModule(pl.LightningDataModule):
                  batch_size: int = 1024, num_workers: int = 0,
                  positive_window: int = 1, seed: int = 0,
                  eval_batch_size: int = 1024,
-                 context_size: Optional[int] = None):
+                 context_size: Optional[int] = None,
+                 positive_decay: float = 1.0,
+                 pairs_per_epoch: Optional[int] = None):
         super().__init__()
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1 (got "
@@ -63,7 +66,17 @@ class PinSageDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.csr = BipartiteCSR.from_hetero(
             dataset.hetero_data(context_size))
-        self.pairs = dataset.positive_pairs(positive_window)
+        self.pairs, dist = dataset.positive_pairs(positive_window,
+                                                  return_distance=True)
+        if not 0.0 < positive_decay <= 1.0:
+            raise DataError(f"data.positives.decay must be in (0, 1] (got "
+                            f"{positive_decay}).")
+        if pairs_per_epoch is not None and pairs_per_epoch < 1:
+            raise DataError(f"data.positives.pairs_per_epoch must be >= 1 or "
+                            f"null (got {pairs_per_epoch}).")
+        # A pair d steps apart is drawn with weight decay**(d - 1):
+        self.pair_weight = positive_decay ** (dist.double() - 1)
+        self.pairs_per_epoch = pairs_per_epoch
         if self.pairs.size(1) == 0:
             raise DataError(f"{dataset.name}: no training positives (no user "
                             f"has two consecutive train interactions with "
@@ -91,6 +104,19 @@ class PinSageDataModule(pl.LightningDataModule):
         version = epoch // every if every > 0 else 0
         return self.build_graph(seed=self.seed * 100003 + version)
 
+    def epoch_pairs(self, epoch: int) -> Tensor:
+        r"""The positives of one epoch: every pair once, or (with
+        ``pairs_per_epoch`` or a distance decay < 1) a seeded sample drawn
+        with replacement by pair weight, redrawn every epoch."""
+        uniform = bool((self.pair_weight == 1).all())
+        if self.pairs_per_epoch is None and uniform:
+            return self.pairs
+        n = self.pairs_per_epoch or self.pairs.size(1)
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        idx = torch.multinomial(self.pair_weight, n, replacement=True,
+                                generator=gen)
+        return self.pairs[:, idx]
+
     def train_dataloader(self) -> LinkLoader:
         epoch = self._epoch()
         graph = self.train_graph(epoch)
@@ -98,7 +124,8 @@ class PinSageDataModule(pl.LightningDataModule):
                                  shared_negatives=self.cfg.shared_negatives,
                                  exclude_pairs=self.cfg.exclude_pairs)
         return LinkLoader(
-            graph, link_sampler=sampler, edge_label_index=self.pairs,
+            graph, link_sampler=sampler,
+            edge_label_index=self.epoch_pairs(epoch),
             neg_sampling=NegativeSampling('triplet', self.cfg.num_negatives),
             batch_size=self.batch_size, shuffle=True,
             num_workers=self.num_workers,

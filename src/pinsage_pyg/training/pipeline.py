@@ -136,7 +136,9 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         batch_size=int(cfg.data.batch_size),
         num_workers=int(cfg.data.num_workers),
         positive_window=int(cfg.data.positives.window), seed=int(cfg.seed),
-        context_size=cfg.data.get('context_size'))
+        context_size=cfg.data.get('context_size'),
+        positive_decay=float(cfg.data.positives.get('decay', 1.0)),
+        pairs_per_epoch=cfg.data.positives.get('pairs_per_epoch'))
     module = PinSageModule(
         model=dict(in_channels=ds.num_features,
                    **OmegaConf.to_container(cfg.model)),
@@ -154,7 +156,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     t_fit = time.time()
     trainer.fit(module, datamodule=dm)
     fit_seconds = time.time() - t_fit
-    num_pairs = dm.pairs.size(1) * trainer.current_epoch
+    num_pairs = sum(dm.epoch_pairs(e).size(1)
+                    for e in range(trainer.current_epoch))
 
     if ckpt.best_model_path:
         module = PinSageModule.load_from_checkpoint(ckpt.best_model_path,
