@@ -243,3 +243,23 @@ def test_bad_config_value_is_one_clear_error(tmp_path):
     # It fails before any data is read or anything is trained.
     assert not (run_dir / 'embeddings').exists()
     assert not (run_dir / 'metrics.csv').exists()
+
+
+def test_recommend_cli_on_e2e_embeddings(e2e, tmp_path):
+    _, run_dir, _, items = e2e
+    exe = CLI.parent / 'pinsage-recommend'
+    first, second = [str(i) for i in items['item'][:2]]
+    proc = subprocess.run(
+        [str(exe), f'embeddings={run_dir / "embeddings"}',
+         f'items=[{first},{second}]', 'k=3'], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines[0].split()[:4] == ['query', 'rank', 'item_id', 'score']
+    assert len(lines) == 1 + 2 * 3
+    proc = subprocess.run(
+        [str(exe), f'embeddings={run_dir / "embeddings"}', 'items=[nope]'],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'error: Unknown item id' in proc.stderr
+    assert 'Traceback' not in proc.stderr
