@@ -383,7 +383,8 @@ def test_default_config_passes(compose_train):
 @pytest.mark.parametrize('override, exc, key', [
     ('sampler.num_neighbors=0', ConfigError, 'sampler.num_neighbors'),
     ('sampler.walk_length=0', ConfigError, 'sampler.walk_length'),
-    ('loss.margin=-0.1', ConfigError, 'loss.margin must be >= 0'),
+    ('loss=max_margin loss.margin=-0.1', ConfigError,
+     'loss.margin must be >= 0'),
     ('optimizer.lr=0', ConfigError, 'optimizer.lr must be > 0'),
     ('optimizer.lr=-0.01', ConfigError, 'optimizer.lr must be > 0'),
     ('data.batch_size=0', ConfigError, 'data.batch_size must be >= 1'),
@@ -399,7 +400,7 @@ def test_default_config_passes(compose_train):
 ])
 def test_check_config_rejects(compose_train, override, exc, key):
     with raises(exc, key):
-        check_config(compose_train([override]))
+        check_config(compose_train(override.split()))
 
 
 @pytest.mark.parametrize('override, key', [
