@@ -84,6 +84,11 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         _number(cfg, 'loss.temperature', float, lambda v: v > 0, '> 0')
     _number(cfg, 'optimizer.lr', float, lambda v: v > 0, '> 0')
     _number(cfg, 'optimizer.weight_decay', float, lambda v: v >= 0, '>= 0')
+    _number(cfg, 'optimizer.warmup_epochs', float, lambda v: v >= 0, '>= 0')
+    _number(cfg, 'optimizer.decay', float, lambda v: 0 < v <= 1, 'in (0, 1]')
+    if cfg['optimizer'].get('reference_batch_size') is not None:
+        _number(cfg, 'optimizer.reference_batch_size', int, lambda v: v >= 1,
+                '>= 1, or null (no linear scaling)')
     _number(cfg, 'evaluate.k', int, pos, '>= 1')
     _number(cfg, 'data.batch_size', int, pos, '>= 1')
     _number(cfg, 'data.num_workers', int, lambda v: v >= 0, '>= 0')

@@ -144,6 +144,41 @@ class PinSageModule(pl.LightningModule):
         self._eval_step(batch, 'test')
 
     def configure_optimizers(self):
+        r"""Adam with the paper's schedule: the learning rate is
+        ``lr * batch_size / reference_batch_size`` (linear scaling rule,
+        when ``reference_batch_size`` is set), warmed up linearly over the
+        first ``warmup_epochs`` epochs and then decayed by ``decay`` per
+        epoch (exponential, applied per step). The current rate is logged
+        as ``lr``."""
         opt = self.hparams.optimizer
-        return torch.optim.Adam(self.parameters(), lr=opt.get('lr', 1e-3),
-                                weight_decay=opt.get('weight_decay', 0.0))
+        lr = opt.get('lr', 1e-3)
+        ref = opt.get('reference_batch_size')
+        dm = getattr(self.trainer, 'datamodule', None) if \
+            self._trainer is not None else None
+        if ref and dm is not None:
+            lr = lr * dm.batch_size / ref
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr,
+                                     weight_decay=opt.get('weight_decay',
+                                                          0.0))
+        warmup = float(opt.get('warmup_epochs', 0.0))
+        decay = float(opt.get('decay', 1.0))
+        if (warmup <= 0 and decay == 1.0) or self._trainer is None:
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches /
+                           max(1, self.trainer.max_epochs)))
+
+        def factor(step: int) -> float:
+            epoch = step / steps
+            ramp = min(1.0, (step + 1) / (warmup * steps)) if warmup > 0 \
+                else 1.0
+            return ramp * decay ** max(0.0, epoch - warmup)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {'optimizer': optimizer,
+                'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'}}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        if optimizers is not None and hasattr(optimizers, 'param_groups'):
+            self.log('lr', optimizers.param_groups[0]['lr'], on_step=True,
+                     on_epoch=False, batch_size=1)
