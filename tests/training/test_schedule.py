@@ -24,7 +24,8 @@ def test_warmup_then_exponential_decay_is_logged(tmp_path):
         'data.batch_size=256', 'data.num_workers=0', 'trainer.max_epochs=3',
         'trainer.enable_progress_bar=false', 'trainer.log_every_n_steps=1',
         'optimizer.lr=0.001', 'optimizer.warmup_epochs=1',
-        'optimizer.decay=0.5', 'evaluate.baselines=false',
+        'optimizer.decay=0.5', 'optimizer.reference_batch_size=null',
+        'evaluate.baselines=false',
         f'hydra.run.dir={tmp_path}/run'], capture_output=True, text=True,
         cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
