@@ -257,6 +257,7 @@ def test_recommend_cli_on_e2e_embeddings(e2e, tmp_path):
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert lines[0].split()[:4] == ['query', 'rank', 'item_id', 'score']
     assert len(lines) == 1 + 2 * 3
+    assert not list(tmp_path.iterdir()), 'wrote into the working dir'
     proc = subprocess.run(
         [str(exe), f'embeddings={run_dir / "embeddings"}', 'items=[nope]'],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
