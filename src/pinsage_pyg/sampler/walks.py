@@ -185,8 +185,7 @@ def importance_neighbors(
     perm = perm[torch.sort(row[perm], stable=True)[1]]
     row, item, count = row[perm], item[perm], count[perm]
     # Rank within each seed's group, keep the top T:
-    group_start = torch.zeros(n + 1, dtype=torch.long, device=seeds.device)
-    group_start[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    group_start = index_to_ptr(row, n)
     rank = torch.arange(row.numel(), device=seeds.device) - group_start[row]
     top = rank < num_neighbors
     row, item, count = row[top], item[top], count[top].to(torch.float)
@@ -208,7 +207,7 @@ def importance_graph(
     r"""The importance neighbourhood of every item, as a homogeneous item
     graph ready for PyG: ``edge_index[0]`` is the neighbour ``v``,
     ``edge_index[1]`` the item ``u`` it is pooled into, ``edge_weight`` the
-    importance ``alpha_{u,v}``. Edges are sorted by target (CSC order,
+    importance ``alpha_{u,v}``. Edges are sorted by target (CSC order),
     so the K-hop expansion of :class:`PinSageSampler` is a gather.
 
     Seeds are processed :obj:`chunk_size` at a time, so memory is
