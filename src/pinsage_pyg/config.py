@@ -68,6 +68,36 @@ class SamplerConfig:
                 '>= 0 (0: never)')
 
 
+LOSSES = ('max_margin', 'softmax')
+OPTIMIZER_DEFAULTS = dict(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
+                          decay=1.0, reference_batch_size=None)
+
+
+def check_loss(loss: Mapping[str, Any]) -> None:
+    r"""Checks a ``loss`` config (``name`` and its margin/temperature)."""
+    c = {'loss': {'name': 'max_margin', **dict(loss)}}
+    _choice(c, 'loss.name', LOSSES)
+    if c['loss']['name'] == 'max_margin':
+        c['loss'].setdefault('margin', 0.1)
+        _number(c, 'loss.margin', float, lambda v: v >= 0,
+                '>= 0 (the hinge margin Delta)')
+    else:
+        c['loss'].setdefault('temperature', 0.05)
+        _number(c, 'loss.temperature', float, lambda v: v > 0, '> 0')
+
+
+def check_optimizer(optimizer: Mapping[str, Any]) -> None:
+    r"""Checks an ``optimizer`` config (missing keys take their defaults)."""
+    c = {'optimizer': {**OPTIMIZER_DEFAULTS, **dict(optimizer)}}
+    _number(c, 'optimizer.lr', float, lambda v: v > 0, '> 0')
+    _number(c, 'optimizer.weight_decay', float, lambda v: v >= 0, '>= 0')
+    _number(c, 'optimizer.warmup_epochs', float, lambda v: v >= 0, '>= 0')
+    _number(c, 'optimizer.decay', float, lambda v: 0 < v <= 1, 'in (0, 1]')
+    if c['optimizer']['reference_batch_size'] is not None:
+        _number(c, 'optimizer.reference_batch_size', int, lambda v: v >= 1,
+                '>= 1, or null (no linear scaling)')
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     r"""Refuses nonsensical values of a composed ``train`` config."""
     pos = lambda v: v >= 1  # noqa: E731
@@ -76,19 +106,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'model.num_layers', int, lambda v: v >= 0, '>= 0')
     _choice(cfg, 'model.aggr', ('importance', 'mean', 'max'))
     _number(cfg, 'model.dropout', float, lambda v: 0 <= v < 1, 'in [0, 1)')
-    _choice(cfg, 'loss.name', ('max_margin', 'softmax'))
-    if _get(cfg, 'loss.name') == 'max_margin':
-        _number(cfg, 'loss.margin', float, lambda v: v >= 0,
-                '>= 0 (the hinge margin Delta)')
-    else:
-        _number(cfg, 'loss.temperature', float, lambda v: v > 0, '> 0')
-    _number(cfg, 'optimizer.lr', float, lambda v: v > 0, '> 0')
-    _number(cfg, 'optimizer.weight_decay', float, lambda v: v >= 0, '>= 0')
-    _number(cfg, 'optimizer.warmup_epochs', float, lambda v: v >= 0, '>= 0')
-    _number(cfg, 'optimizer.decay', float, lambda v: 0 < v <= 1, 'in (0, 1]')
-    if cfg['optimizer'].get('reference_batch_size') is not None:
-        _number(cfg, 'optimizer.reference_batch_size', int, lambda v: v >= 1,
-                '>= 1, or null (no linear scaling)')
+    check_loss(_get(cfg, 'loss'))
+    check_optimizer(_get(cfg, 'optimizer'))
     _number(cfg, 'evaluate.k', int, pos, '>= 1')
     _number(cfg, 'data.batch_size', int, pos, '>= 1')
     _number(cfg, 'data.num_workers', int, lambda v: v >= 0, '>= 0')

@@ -7,14 +7,12 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from pinsage_pyg.config import check_loss, check_optimizer
 from pinsage_pyg.nn import PinSage, max_margin_loss, sampled_softmax_loss
 from pinsage_pyg.training.baselines import EmbeddingScorer
 from pinsage_pyg.training.evaluate import (evaluate_leave_last_out,
                                            evaluate_pairs)
 from pinsage_pyg.utils import gather_csr_rows
-
-LOSSES = ('max_margin', 'softmax')
-
 
 def gather_rows(ptr: Tensor, col: Tensor, rows: Tensor
                 ) -> tuple[Tensor, Tensor]:
@@ -45,19 +43,9 @@ class PinSageModule(pl.LightningModule):
                  optimizer: Dict[str, Any], k: int = 10):
         super().__init__()
         self.save_hyperparameters()
+        check_loss(loss)
+        check_optimizer(optimizer)
         loss = dict(loss)
-        if loss.get('name', 'max_margin') not in LOSSES:
-            raise ValueError(f"loss.name must be one of {LOSSES} (got "
-                             f"{loss.get('name')!r})")
-        if loss.get('margin', 0.1) < 0:
-            raise ValueError(f"loss.margin must be >= 0 (got "
-                             f"{loss['margin']}); it is the hinge margin "
-                             f"Delta of the max-margin loss")
-        if loss.get('temperature', 0.05) <= 0:
-            raise ValueError("loss.temperature must be > 0")
-        if optimizer.get('lr', 1e-3) <= 0:
-            raise ValueError(f"optimizer.lr must be > 0 (got "
-                             f"{optimizer['lr']})")
         self.model = PinSage(**model)
         self.loss_cfg = loss
         self.k = k
