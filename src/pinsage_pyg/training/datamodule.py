@@ -36,9 +36,9 @@ class PinSageDataModule(pl.LightningDataModule):
       :class:`~torch_geometric.loader.LinkLoader` with
       :class:`~pinsage_pyg.sampler.PinSageSampler`, so per-epoch changes
       reach the loader's worker processes.
-    * ``val_dataloader()`` / ``test_dataloader()`` yield
-      ``(user, query_item, target_item)`` rows of the leave-last-out
-      protocol; the model scores them against all items.
+    * ``val_dataloader()`` yields ``(user, query_item, target_item)`` rows
+      of the leave-last-out protocol; the model scores them against all
+      items.
     * :attr:`eval_graph` is a fixed-seed importance graph used for
       full-graph embedding.
     """
@@ -104,6 +104,11 @@ class PinSageDataModule(pl.LightningDataModule):
         version = epoch // every if every > 0 else 0
         return self.build_graph(seed=self.seed * 100003 + version)
 
+    @property
+    def num_epoch_pairs(self) -> int:
+        r"""Number of positive pairs in every epoch."""
+        return self.pairs_per_epoch or self.pairs.size(1)
+
     def epoch_pairs(self, epoch: int) -> Tensor:
         r"""The positives of one epoch: every pair once, or (with
         ``pairs_per_epoch`` or a distance decay < 1) a seeded sample drawn
@@ -111,7 +116,7 @@ class PinSageDataModule(pl.LightningDataModule):
         uniform = bool((self.pair_weight == 1).all())
         if self.pairs_per_epoch is None and uniform:
             return self.pairs
-        n = self.pairs_per_epoch or self.pairs.size(1)
+        n = self.num_epoch_pairs
         gen = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
         idx = torch.multinomial(self.pair_weight, n, replacement=True,
                                 generator=gen)
@@ -133,17 +138,9 @@ class PinSageDataModule(pl.LightningDataModule):
             persistent_workers=False,
         )
 
-    def _queries(self, split: str) -> TensorDataset:
-        held = getattr(self.dataset, split)
-        user, target = held
+    def val_dataloader(self) -> DataLoader:
+        user, target = self.dataset.val
         query = self.dataset.last_train_item()[user]
         keep = query >= 0
-        return TensorDataset(user[keep], query[keep], target[keep])
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._queries('val'),
-                          batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._queries('test'),
+        return DataLoader(TensorDataset(user[keep], query[keep], target[keep]),
                           batch_size=self.eval_batch_size)

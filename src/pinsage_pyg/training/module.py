@@ -26,11 +26,12 @@ class PinSageModule(pl.LightningModule):
     :class:`~pinsage_pyg.sampler.PinSageSampler` inside PyG's
     :class:`~torch_geometric.loader.LinkLoader`.
 
-    Validation/test embed all items layer-wise on the datamodule's
-    evaluation importance graph and log, per split, ``hr@k`` (leave-last-out:
-    query = user's last train item, candidates = all items but the user's
-    train items) and the paper's ``hit_rate@k`` / ``scaled_mrr`` on the
-    held-out (last train item, held-out item) pairs.
+    Validation embeds all items layer-wise on the datamodule's evaluation
+    importance graph and logs ``val_hr@k`` (leave-last-out: query = user's
+    last train item, candidates = all items but the user's train items) and
+    the paper's ``val_hit_rate@k`` / ``val_scaled_mrr`` on the held-out
+    (last train item, validation item) pairs. The test split is evaluated
+    once, after training, by :func:`~pinsage_pyg.training.pipeline.run`.
 
     Args:
         model (dict): :class:`~pinsage_pyg.nn.PinSage` keyword arguments.
@@ -62,15 +63,11 @@ class PinSageModule(pl.LightningModule):
         pos = item[batch.dst_pos_index]
         neg_index = batch.dst_neg_index
         neg = item[neg_index]
-        # A shared negative that is the pair's own query or positive is not
-        # a negative for that pair:
-        if neg_index.dim() == 1:
-            neg_mask = ((neg_index.view(1, -1) != batch.dst_pos_index.view(
-                -1, 1)) & (neg_index.view(1, -1) != batch.src_index.view(
-                    -1, 1)))
-        else:
-            neg_mask = ((neg_index != batch.dst_pos_index.view(-1, 1))
-                        & (neg_index != batch.src_index.view(-1, 1)))
+        # A negative that is the pair's own query or positive is not a
+        # negative for that pair (shared [N] negatives broadcast to [B, N]):
+        ni = neg_index if neg_index.dim() == 2 else neg_index.view(1, -1)
+        neg_mask = ((ni != batch.dst_pos_index.view(-1, 1))
+                    & (ni != batch.src_index.view(-1, 1)))
         if self.loss_cfg.get('name', 'max_margin') == 'softmax':
             return sampled_softmax_loss(
                 q, pos, neg, self.loss_cfg.get('temperature', 0.05), neg_mask)
@@ -100,10 +97,7 @@ class PinSageModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._emb = self.embed_all()
 
-    def on_test_epoch_start(self) -> None:
-        self._emb = self.embed_all()
-
-    def _eval_step(self, batch, split: str) -> None:
+    def validation_step(self, batch, batch_idx: int) -> None:
         user, query, target = batch
         dataset = self.trainer.datamodule.dataset
         q_emb, i_emb = self._emb
@@ -113,23 +107,17 @@ class PinSageModule(pl.LightningModule):
         n = int(user.numel())
         hr = evaluate_leave_last_out(scorer, query.cpu(), target.cpu(), ptr,
                                      items, k=self.k)
-        self.log(f'{split}_hr@{self.k}', hr, batch_size=n, on_epoch=True,
+        self.log(f'val_hr@{self.k}', hr, batch_size=n, on_epoch=True,
                  prog_bar=True, sync_dist=True)
         keep = query != target
         if bool(keep.any()):
             pm = evaluate_pairs(scorer, query[keep].cpu(),
                                 target[keep].cpu(), k=self.k)
             m = int(keep.sum())
-            self.log(f'{split}_hit_rate@{self.k}', pm[f'hit_rate@{self.k}'],
+            self.log(f'val_hit_rate@{self.k}', pm[f'hit_rate@{self.k}'],
                      batch_size=m, on_epoch=True, sync_dist=True)
-            self.log(f'{split}_scaled_mrr', pm['scaled_mrr'], batch_size=m,
+            self.log(f'val_scaled_mrr', pm['scaled_mrr'], batch_size=m,
                      on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, 'val')
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, 'test')
 
     def configure_optimizers(self):
         r"""Adam with the paper's schedule: the learning rate is

@@ -156,8 +156,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     t_fit = time.time()
     trainer.fit(module, datamodule=dm)
     fit_seconds = time.time() - t_fit
-    num_pairs = sum(dm.epoch_pairs(e).size(1)
-                    for e in range(trainer.current_epoch))
+    num_pairs = dm.num_epoch_pairs * trainer.current_epoch
 
     if ckpt.best_model_path:
         module = PinSageModule.load_from_checkpoint(ckpt.best_model_path,
