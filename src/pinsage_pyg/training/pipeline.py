@@ -46,9 +46,9 @@ def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
                   recency_feature=bool(cfg.get('recency_feature', False)))
     if source == 'movielens':
         from pinsage_pyg.data.movielens import fetch_movielens
-        name = {'movielens_100k': 'ml-100k', 'movielens_1m': 'ml-1m'}.get(
-            cfg['name'], cfg['name'])
-        inter, items = fetch_movielens(name, cfg['root'], cfg.get('raw_dir'))
+        # fetch_movielens accepts the config names (movielens_100k, ...):
+        inter, items = fetch_movielens(cfg['name'], cfg['root'],
+                                       cfg.get('raw_dir'))
         return build_dataset(inter, items, **common)
     if source == 'files':
         if not cfg.get('interactions'):
