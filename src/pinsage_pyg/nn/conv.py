@@ -115,7 +115,7 @@ class PinSageConv(MessagePassing):
         assert x_dst is not None
 
         # Q-projection of every source node once (not once per edge):
-        h = F.relu(self.lin_q(x_src))
+        h = self.project(x_src)
         num_src, num_dst = (h.size(0), x_dst.size(0)) if size is None \
             else size
 
@@ -134,7 +134,22 @@ class PinSageConv(MessagePassing):
             n = self.propagate(adj_t, x=(h, x_dst))
         else:
             n = self.propagate(edge_index, x=(h, x_dst), size=size)
-        out = F.relu(self.lin_self(x_dst) + self.lin_neigh(n))
+        return self.update_nodes(x_dst, n)
+
+    def project(self, x_src: Tensor) -> Tensor:
+        r"""The neighbour messages :math:`\mathrm{ReLU}(\mathbf{Q}
+        \mathbf{h}_v + \mathbf{q})` of source nodes (the first half of the
+        layer; the paper's MapReduce inference computes it once per node)."""
+        return F.relu(self.lin_q(x_src))
+
+    def update_nodes(self, x_dst: Tensor, pooled: Tensor) -> Tensor:
+        r"""The dense update :math:`\mathrm{ReLU}(\mathbf{W} \cdot
+        \mathrm{CONCAT}(\mathbf{h}_u, \mathbf{n}_u) + \mathbf{w})` (and
+        L2 normalisation) of target nodes from their pooled neighbour
+        messages :math:`\mathbf{n}_u`. :meth:`forward` is
+        ``update_nodes(x_dst, pool(project(x_src)))``; layer-wise and
+        distributed inference reuse the two halves."""
+        out = F.relu(self.lin_self(x_dst) + self.lin_neigh(pooled))
         if self.normalize:
             out = F.normalize(out, p=2.0, dim=-1)
         return out
