@@ -5,8 +5,8 @@ one :class:`ConfigError` naming the config key and what is allowed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -68,6 +68,145 @@ class SamplerConfig:
                 '>= 0 (0: never)')
 
 
+@dataclass
+class HardNegativeConfig:
+    r"""Hard-negative mining settings (``curriculum.hard_negatives``).
+
+    Attributes:
+        band_start, band_end (float): the PPR rank band as fractions of the
+            catalogue, capped at ranks ``band_max_start``/``band_max_end``
+            (see :func:`~pinsage_pyg.sampler.band_ranks`; the defaults give
+            the paper's 2000-5000 on large catalogues).
+        method (str): PPR approximation, ``auto``, ``walk`` or ``power``
+            (see :func:`~pinsage_pyg.sampler.ppr_topk`).
+        restart_prob, walk_length, num_walks, num_iters: its settings
+            (``num_walks: null``: about 32 visits per ranked item).
+        seed (int): seed of the PPR walks (the band table is built once).
+    """
+    band_start: float = 0.02
+    band_end: float = 0.05
+    band_max_start: int = 2000
+    band_max_end: int = 5000
+    method: str = 'auto'
+    restart_prob: float = 0.3
+    walk_length: int = 8
+    num_walks: Optional[int] = None
+    num_iters: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p = 'curriculum.hard_negatives'
+        c = {'curriculum': {'hard_negatives': {
+            f.name: getattr(self, f.name) for f in fields(self)}}}
+        _number(c, f'{p}.band_start', float, lambda v: 0 <= v < 1,
+                'in [0, 1) (a fraction of the catalogue)')
+        _number(c, f'{p}.band_end', float,
+                lambda v: self.band_start < v <= 1,
+                f'in (band_start={self.band_start}, 1]')
+        _number(c, f'{p}.band_max_start', int, lambda v: v >= 0, '>= 0')
+        _number(c, f'{p}.band_max_end', int,
+                lambda v: v > self.band_max_start,
+                f'> band_max_start={self.band_max_start}')
+        _choice(c, f'{p}.method', ('auto', 'walk', 'power'))
+        _number(c, f'{p}.restart_prob', float, lambda v: 0 < v < 1,
+                'in (0, 1)')
+        _number(c, f'{p}.walk_length', int, lambda v: v >= 1, '>= 1')
+        if self.num_walks is not None:
+            _number(c, f'{p}.num_walks', int, lambda v: v >= 1,
+                    '>= 1, or null (automatic)')
+        _number(c, f'{p}.num_iters', int, lambda v: v >= 1, '>= 1')
+        _number(c, f'{p}.seed', int, lambda v: True, 'an integer')
+
+
+@dataclass
+class Stage:
+    r"""One curriculum stage: from epoch :obj:`start_epoch` (0-based) on,
+    :obj:`hard_negatives` PPR hard negatives per example and, if set, a
+    different max-margin :obj:`margin`."""
+    start_epoch: int
+    hard_negatives: int = 0
+    margin: Optional[float] = None
+
+
+@dataclass
+class Curriculum:
+    r"""PinSage's curriculum (Sec. 3.3): training starts with easy (shared
+    uniform) negatives only and adds hard negatives stage by stage (the
+    paper: epoch :math:`n` uses :math:`n - 1`). Stages must start at epoch
+    0 and be strictly increasing; :meth:`stage_at` gives the stage of an
+    epoch."""
+    stages: List[Stage] = field(default_factory=lambda: [Stage(0)])
+    name: str = 'custom'
+    hard_negatives: HardNegativeConfig = field(
+        default_factory=HardNegativeConfig)
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, Stage) else _stage(i, s)
+                       for i, s in enumerate(self.stages or [])]
+        if isinstance(self.hard_negatives, Mapping):
+            self.hard_negatives = HardNegativeConfig(**dict(
+                self.hard_negatives))
+        if not self.stages:
+            raise ConfigError("Invalid config: curriculum.stages is empty; "
+                              "give at least [{start_epoch: 0}].")
+        if self.stages[0].start_epoch != 0:
+            raise ConfigError(f"Invalid config: curriculum.stages[0]."
+                              f"start_epoch must be 0 (got "
+                              f"{self.stages[0].start_epoch}); every epoch "
+                              f"needs a stage.")
+        for i in range(1, len(self.stages)):
+            a, b = self.stages[i - 1].start_epoch, self.stages[i].start_epoch
+            if b <= a:
+                raise ConfigError(
+                    f"Invalid config: curriculum.stages must have strictly "
+                    f"increasing start_epoch (stage {i - 1} starts at {a}, "
+                    f"stage {i} at {b}): reorder them or remove the "
+                    f"overlapping one.")
+
+    @classmethod
+    def from_config(cls, cfg: Optional[Mapping[str, Any]]) -> 'Curriculum':
+        if cfg is None:
+            return cls(name='none')
+        cfg = dict(cfg)
+        return cls(stages=list(cfg.get('stages') or []),
+                   name=str(cfg.get('name', 'custom')),
+                   hard_negatives=dict(cfg.get('hard_negatives') or {}))
+
+    def stage_at(self, epoch: int) -> Tuple[int, Stage]:
+        r"""``(index, stage)`` active at (0-based) :obj:`epoch`."""
+        idx = 0
+        for i, s in enumerate(self.stages):
+            if s.start_epoch <= epoch:
+                idx = i
+        return idx, self.stages[idx]
+
+    @property
+    def max_hard_negatives(self) -> int:
+        return max(s.hard_negatives for s in self.stages)
+
+
+def _stage(i: int, raw: Any) -> Stage:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"Invalid config: curriculum.stages[{i}] must be a "
+                          f"mapping like {{start_epoch: 1, hard_negatives: "
+                          f"1}} (got {raw!r}).")
+    raw = dict(raw)
+    unknown = set(raw) - {'start_epoch', 'hard_negatives', 'margin'}
+    if unknown:
+        raise ConfigError(f"Invalid config: curriculum.stages[{i}] has "
+                          f"unknown keys {sorted(unknown)} (allowed: "
+                          f"start_epoch, hard_negatives, margin).")
+    c = {'curriculum': {'stages': {str(i): raw}}}
+    p = f'curriculum.stages.{i}'
+    _number(c, f'{p}.start_epoch', int, lambda v: v >= 0, '>= 0')
+    raw.setdefault('hard_negatives', 0)
+    _number(c, f'{p}.hard_negatives', int, lambda v: v >= 0, '>= 0')
+    if raw.get('margin') is not None:
+        _number(c, f'{p}.margin', float, lambda v: v >= 0, '>= 0')
+    return Stage(int(raw['start_epoch']), int(raw['hard_negatives']),
+                 None if raw.get('margin') is None else float(raw['margin']))
+
+
 LOSSES = ('max_margin', 'softmax')
 OPTIMIZER_DEFAULTS = dict(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
                           decay=1.0, reference_batch_size=None)
@@ -127,3 +266,4 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'threads', int, pos, '>= 1')
     _number(cfg, 'trainer.max_epochs', int, pos, '>= 1')
     SamplerConfig(**dict(_get(cfg, 'sampler')))
+    Curriculum.from_config(cfg.get('curriculum'))

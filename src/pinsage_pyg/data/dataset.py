@@ -111,25 +111,31 @@ class PinSageDataset:
         out[has] = self.train_item[self.train_ptr[1:][has] - 1]
         return out
 
-    def positive_pairs(self, window: int = 1, return_distance: bool = False):
+    def positive_pairs(self, window: int = 1, return_distance: bool = False,
+                       return_user: bool = False):
         r"""Training positives ``[2, P]`` (query, positive): for every user,
         item ``i`` engaged within :obj:`window` train steps after ``q``
         (``window=1``: the next engagement, as in the paper). Pairs of an
         item with itself are dropped. With :obj:`return_distance`, also
-        returns each pair's distance in steps (``1..window``)."""
+        returns each pair's distance in steps (``1..window``); with
+        :obj:`return_user`, also the user of each pair (in that order)."""
         if window < 1:
             raise DataError(f"positives.window must be >= 1 (got {window}).")
-        out, dist = [], []
+        out, dist, users = [], [], []
         for d in range(1, window + 1):
             same = self.train_user[d:] == self.train_user[:-d]
             out.append(torch.stack([self.train_item[:-d][same],
                                     self.train_item[d:][same]]))
             dist.append(torch.full((int(same.sum()), ), d, dtype=torch.long))
+            users.append(self.train_user[d:][same])
         pairs, dist = torch.cat(out, dim=1), torch.cat(dist)
         keep = pairs[0] != pairs[1]
+        extra = []
         if return_distance:
-            return pairs[:, keep], dist[keep]
-        return pairs[:, keep]
+            extra.append(dist[keep])
+        if return_user:
+            extra.append(torch.cat(users)[keep])
+        return (pairs[:, keep], *extra) if extra else pairs[:, keep]
 
     def item_degree(self) -> Tensor:
         return torch.bincount(self.train_item, minlength=self.num_items)

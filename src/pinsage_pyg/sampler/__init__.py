@@ -1,5 +1,9 @@
 r"""Random walks, importance neighbourhoods and the PinSage sampler."""
-from pinsage_pyg.sampler.pinsage_sampler import PinSageSampler
+from pinsage_pyg.sampler.hard_negatives import (HardNegativeMiner, band_ranks,
+                                                personalized_pagerank,
+                                                ppr_topk)
+from pinsage_pyg.sampler.pinsage_sampler import (PinSageLinkLoader,
+                                                 PinSageSampler)
 from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_graph,
                                        importance_neighbors, random_walk)
 
@@ -9,4 +13,9 @@ __all__ = [
     'importance_neighbors',
     'importance_graph',
     'PinSageSampler',
+    'PinSageLinkLoader',
+    'band_ranks',
+    'personalized_pagerank',
+    'ppr_topk',
+    'HardNegativeMiner',
 ]

@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.loader import LinkLoader
 from torch_geometric.sampler import (BaseSampler, EdgeSamplerInput,
                                      NegativeSampling, NodeSamplerInput,
                                      SamplerOutput)
@@ -70,10 +71,27 @@ class PinSageSampler(BaseSampler):
         shared_negatives (bool, optional): See above. (default: :obj:`True`)
         exclude_pairs (bool, optional): Remove query-positive edges from the
             sampled subgraph. (default: :obj:`True`)
+        hard_negatives (HardNegativeMiner, optional): Source of PPR hard
+            negatives (see :class:`~pinsage_pyg.sampler.HardNegativeMiner`).
+        num_hard_negatives (int, optional): Hard negatives per training
+            pair (the curriculum's current stage). They are added to the
+            subgraph's seeds and returned as the 6th metadata entry,
+            ``hard_neg_index [batch_size, num_hard_negatives]`` (local
+            indices; a slot the miner could not fill holds the pair's
+            positive, which the loss masks out). Use
+            :class:`~pinsage_pyg.sampler.PinSageLinkLoader` to get it on the
+            batch. (default: ``0``)
+        pair_user (LongTensor, optional): The user of every training pair,
+            indexed by the loader's ``input_id`` (needed with hard
+            negatives: a user's other engaged items are never hard
+            negatives for that user's pairs).
     """
     def __init__(self, data: Data, num_layers: int,
                  shared_negatives: bool = True,
-                 exclude_pairs: bool = True) -> None:
+                 exclude_pairs: bool = True,
+                 hard_negatives=None,
+                 num_hard_negatives: int = 0,
+                 pair_user: Optional[Tensor] = None) -> None:
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
         if 'edge_index' not in data:
@@ -90,6 +108,17 @@ class PinSageSampler(BaseSampler):
         self.num_layers = num_layers
         self.shared_negatives = shared_negatives
         self.exclude_pairs = exclude_pairs
+        if num_hard_negatives < 0:
+            raise ValueError(f"num_hard_negatives must be >= 0 (got "
+                             f"{num_hard_negatives})")
+        if num_hard_negatives > 0 and (hard_negatives is None
+                                       or pair_user is None):
+            raise ValueError("num_hard_negatives > 0 needs a "
+                             "HardNegativeMiner (hard_negatives) and the "
+                             "user of every pair (pair_user)")
+        self.hard_negatives = hard_negatives
+        self.num_hard_negatives = int(num_hard_negatives)
+        self.pair_user = pair_user
 
     # ------------------------------------------------------------------
     def _in_edges(self, nodes: Tensor) -> Tensor:
@@ -160,7 +189,15 @@ class PinSageSampler(BaseSampler):
             else:
                 neg = torch.randint(self.num_nodes, (num_pos * amount, ),
                                     device=src.device)
-        seeds, inv = _unique_first(torch.cat([src, dst, neg]))
+        hard = torch.empty(num_pos, 0, dtype=torch.long, device=src.device)
+        if neg_sampling is not None and self.num_hard_negatives > 0:
+            user = self.pair_user[inputs.input_id.long()]
+            hard = self.hard_negatives.sample(src, dst, user,
+                                              self.num_hard_negatives)
+            # An unfillable slot repeats the positive (masked by the loss):
+            hard = torch.where(hard >= 0, hard, dst.view(-1, 1))
+        seeds, inv = _unique_first(torch.cat([src, dst, neg,
+                                              hard.reshape(-1)]))
         forbidden = None
         if self.exclude_pairs and num_pos > 0:
             forbidden = torch.unique(torch.minimum(src, dst) * self.num_nodes
@@ -174,13 +211,34 @@ class PinSageSampler(BaseSampler):
             out.metadata = (inputs.input_id, edge_label_index, edge_label,
                             inputs.time)
         else:
-            dst_neg_index = inv[2 * num_pos:]
+            end = 2 * num_pos + neg.numel()
+            dst_neg_index = inv[2 * num_pos:end]
             if not self.shared_negatives:
                 dst_neg_index = dst_neg_index.view(num_pos, -1)
             out.metadata = (inputs.input_id, src_index, dst_pos_index,
                             dst_neg_index, inputs.time)
+            if self.num_hard_negatives > 0:
+                out.metadata += (inv[end:].view(num_pos, -1), )
         return out
 
     @property
     def edge_permutation(self) -> None:
         return None
+
+
+class PinSageLinkLoader(LinkLoader):
+    r"""PyG's :class:`~torch_geometric.loader.LinkLoader` that also puts the
+    per-pair hard negatives of :class:`PinSageSampler` on the batch, as
+    ``batch.hard_neg_index [batch_size, num_hard_negatives]`` (local node
+    indices, like ``dst_neg_index``). Without hard negatives it behaves
+    exactly like :class:`~torch_geometric.loader.LinkLoader`."""
+    def filter_fn(self, out):
+        transform, self.transform = self.transform, None
+        try:
+            data = super().filter_fn(out)
+        finally:
+            self.transform = transform
+        meta = getattr(out, 'metadata', None)
+        if isinstance(meta, tuple) and len(meta) > 5:
+            data.hard_neg_index = meta[5]
+        return data if transform is None else transform(data)

@@ -2,7 +2,8 @@ r"""The LightningDataModule: positives, importance graphs and PyG loaders."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import time
+from typing import Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -12,10 +13,12 @@ from torch_geometric.data import Data
 from torch_geometric.loader import LinkLoader
 from torch_geometric.sampler import NegativeSampling
 
-from pinsage_pyg.config import SamplerConfig
+from pinsage_pyg.config import ConfigError, Curriculum, SamplerConfig, Stage
 from pinsage_pyg.data.dataset import PinSageDataset
 from pinsage_pyg.data.interactions import DataError
-from pinsage_pyg.sampler import BipartiteCSR, PinSageSampler, importance_graph
+from pinsage_pyg.sampler import (BipartiteCSR, HardNegativeMiner,
+                                 PinSageLinkLoader, PinSageSampler,
+                                 importance_graph)
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,11 @@ class PinSageDataModule(pl.LightningDataModule):
     * ``train_dataloader()`` is rebuilt every epoch (use the trainer's
       ``reload_dataloaders_every_n_epochs=1``): it draws a fresh importance
       graph from ``trainer.current_epoch`` (every
-      ``refresh_every_n_epochs``) and wraps it in PyG's
-      :class:`~torch_geometric.loader.LinkLoader` with
+      ``refresh_every_n_epochs``) and the :obj:`curriculum` stage of
+      ``trainer.current_epoch`` (its number of PPR hard negatives per
+      pair), and wraps them in
+      :class:`~pinsage_pyg.sampler.PinSageLinkLoader` (PyG's
+      :class:`~torch_geometric.loader.LinkLoader`) with
       :class:`~pinsage_pyg.sampler.PinSageSampler`, so per-epoch changes
       reach the loader's worker processes.
     * ``val_dataloader()`` yields ``(user, query_item, target_item)`` rows
@@ -49,7 +55,8 @@ class PinSageDataModule(pl.LightningDataModule):
                  eval_batch_size: int = 1024,
                  context_size: Optional[int] = None,
                  positive_decay: float = 1.0,
-                 pairs_per_epoch: Optional[int] = None):
+                 pairs_per_epoch: Optional[int] = None,
+                 curriculum: Optional[Curriculum] = None):
         super().__init__()
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1 (got "
@@ -66,8 +73,8 @@ class PinSageDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.csr = BipartiteCSR.from_hetero(
             dataset.hetero_data(context_size))
-        self.pairs, dist = dataset.positive_pairs(positive_window,
-                                                  return_distance=True)
+        self.pairs, dist, self.pair_user = dataset.positive_pairs(
+            positive_window, return_distance=True, return_user=True)
         if not 0.0 < positive_decay <= 1.0:
             raise DataError(f"data.positives.decay must be in (0, 1] (got "
                             f"{positive_decay}).")
@@ -82,6 +89,42 @@ class PinSageDataModule(pl.LightningDataModule):
                             f"has two consecutive train interactions with "
                             f"different items).")
         self._eval_graph: Optional[Data] = None
+        self.curriculum = curriculum or Curriculum(name='none')
+        self.miner: Optional[HardNegativeMiner] = None
+        if self.curriculum.max_hard_negatives > 0:
+            self.miner = self._build_miner()
+
+    def _build_miner(self) -> HardNegativeMiner:
+        r"""The PPR band of every query item, once (checked at start-up)."""
+        hn, ds = self.curriculum.hard_negatives, self.dataset
+        t = time.perf_counter()
+        try:
+            miner = HardNegativeMiner(self.csr, self.pairs[0], ds.train_ptr,
+                                      ds.train_item, hn)
+        except ValueError as e:
+            raise ConfigError(f"Invalid config: curriculum.hard_negatives: "
+                              f"{e}.") from None
+        need = self.curriculum.max_hard_negatives
+        if need > miner.band_size:
+            raise ConfigError(
+                f"Invalid config: the curriculum asks for {need} hard "
+                f"negatives per example but the PPR band [{miner.lo}, "
+                f"{miner.hi}) of {ds.num_items} items holds "
+                f"{miner.band_size}; lower curriculum.stages[*]."
+                f"hard_negatives or widen curriculum.hard_negatives."
+                f"band_start/band_end.")
+        log.info("hard negatives: PPR ranks [%d, %d) of %d items for %d query "
+                 "items (%s, %.1fs, %.1f MB, %.0f%% of band slots filled)",
+                 miner.lo, miner.hi, ds.num_items, miner.row_of.ge(0).sum(),
+                 hn.method, time.perf_counter() - t, miner.nbytes() / 2**20,
+                 100 * miner.coverage())
+        return miner
+
+    def stage(self, epoch: Optional[int] = None) -> Tuple[int, Stage]:
+        r"""The curriculum stage ``(index, stage)`` of :obj:`epoch` (default:
+        the trainer's current epoch)."""
+        return self.curriculum.stage_at(self._epoch() if epoch is None
+                                        else epoch)
 
     def build_graph(self, seed: int) -> Data:
         c = self.cfg
@@ -109,28 +152,40 @@ class PinSageDataModule(pl.LightningDataModule):
         r"""Number of positive pairs in every epoch."""
         return self.pairs_per_epoch or self.pairs.size(1)
 
-    def epoch_pairs(self, epoch: int) -> Tensor:
-        r"""The positives of one epoch: every pair once, or (with
-        ``pairs_per_epoch`` or a distance decay < 1) a seeded sample drawn
-        with replacement by pair weight, redrawn every epoch."""
+    def epoch_index(self, epoch: int) -> Optional[Tensor]:
+        r"""Which pairs one epoch trains on: ``None`` for every pair once,
+        or (with ``pairs_per_epoch`` or a distance decay < 1) a seeded
+        sample drawn with replacement by pair weight, redrawn every
+        epoch."""
         uniform = bool((self.pair_weight == 1).all())
         if self.pairs_per_epoch is None and uniform:
-            return self.pairs
+            return None
         n = self.num_epoch_pairs
         gen = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
-        idx = torch.multinomial(self.pair_weight, n, replacement=True,
-                                generator=gen)
-        return self.pairs[:, idx]
+        return torch.multinomial(self.pair_weight, n, replacement=True,
+                                 generator=gen)
+
+    def epoch_pairs(self, epoch: int) -> Tensor:
+        r"""The positives ``[2, P]`` of one epoch (see :meth:`epoch_index`)."""
+        idx = self.epoch_index(epoch)
+        return self.pairs if idx is None else self.pairs[:, idx]
 
     def train_dataloader(self) -> LinkLoader:
         epoch = self._epoch()
         graph = self.train_graph(epoch)
+        idx = self.epoch_index(epoch)
+        pairs = self.pairs if idx is None else self.pairs[:, idx]
+        users = self.pair_user if idx is None else self.pair_user[idx]
+        _, stage = self.stage(epoch)
         sampler = PinSageSampler(graph, self.num_layers,
                                  shared_negatives=self.cfg.shared_negatives,
-                                 exclude_pairs=self.cfg.exclude_pairs)
-        return LinkLoader(
+                                 exclude_pairs=self.cfg.exclude_pairs,
+                                 hard_negatives=self.miner,
+                                 num_hard_negatives=stage.hard_negatives,
+                                 pair_user=users)
+        return PinSageLinkLoader(
             graph, link_sampler=sampler,
-            edge_label_index=self.epoch_pairs(epoch),
+            edge_label_index=pairs,
             neg_sampling=NegativeSampling('triplet', self.cfg.num_negatives),
             batch_size=self.batch_size, shuffle=True,
             num_workers=self.num_workers,

@@ -1,6 +1,7 @@
 r"""The LightningModule: PinSage + max-margin loss over shared negatives."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
@@ -13,6 +14,8 @@ from pinsage_pyg.training.baselines import EmbeddingScorer
 from pinsage_pyg.training.evaluate import (evaluate_leave_last_out,
                                            evaluate_pairs)
 from pinsage_pyg.utils import gather_csr_rows
+
+log = logging.getLogger(__name__)
 
 def gather_rows(ptr: Tensor, col: Tensor, rows: Tensor
                 ) -> tuple[Tensor, Tensor]:
@@ -68,11 +71,47 @@ class PinSageModule(pl.LightningModule):
         ni = neg_index if neg_index.dim() == 2 else neg_index.view(1, -1)
         neg_mask = ((ni != batch.dst_pos_index.view(-1, 1))
                     & (ni != batch.src_index.view(-1, 1)))
+        hard = hard_mask = None
+        hard_index = getattr(batch, 'hard_neg_index', None)
+        if hard_index is not None and hard_index.numel() > 0:
+            # Curriculum hard negatives [B, H]; unfillable slots hold the
+            # positive and are masked out.
+            hard = item[hard_index]
+            hard_mask = hard_index != batch.dst_pos_index.view(-1, 1)
         if self.loss_cfg.get('name', 'max_margin') == 'softmax':
             return sampled_softmax_loss(
-                q, pos, neg, self.loss_cfg.get('temperature', 0.05), neg_mask)
-        return max_margin_loss(q, pos, neg, self.loss_cfg.get('margin', 0.1),
-                               neg_mask)
+                q, pos, neg, self.loss_cfg.get('temperature', 0.05), neg_mask,
+                hard, hard_mask)
+        return max_margin_loss(q, pos, neg, self.margin(), neg_mask, hard,
+                               hard_mask)
+
+    def margin(self) -> float:
+        r"""The hinge margin: the curriculum stage's, if it sets one."""
+        stage = self._stage()
+        if stage is not None and stage.margin is not None:
+            return stage.margin
+        return self.loss_cfg.get('margin', 0.1)
+
+    def _stage(self):
+        dm = getattr(self._trainer, 'datamodule', None) \
+            if self._trainer is not None else None
+        if dm is None or not hasattr(dm, 'stage'):
+            return None
+        return dm.stage()[1]
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, 'datamodule', None)
+        if dm is None or not hasattr(dm, 'stage'):
+            return
+        index, stage = dm.stage()
+        log.info("epoch %d: curriculum '%s' stage %d, %d hard negatives per "
+                 "pair%s", self.current_epoch, dm.curriculum.name, index,
+                 stage.hard_negatives, '' if stage.margin is None else
+                 f', margin {stage.margin}')
+        self.log('curriculum_stage', float(index), on_epoch=True,
+                 on_step=False, batch_size=1)
+        self.log('hard_negatives', float(stage.hard_negatives),
+                 on_epoch=True, on_step=False, batch_size=1)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss = self.compute_loss(batch)

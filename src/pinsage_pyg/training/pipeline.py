@@ -25,7 +25,8 @@ from pinsage_pyg.training.baselines import (EmbeddingScorer,
                                             cooccurrence_scorer,
                                             popularity_scorer, random_scorer,
                                             transition_scorer)
-from pinsage_pyg.config import ConfigError, SamplerConfig, check_config
+from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
+                                check_config)
 from pinsage_pyg.training.datamodule import PinSageDataModule
 from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
                                            evaluate_scorers)
@@ -138,7 +139,10 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         positive_window=int(cfg.data.positives.window), seed=int(cfg.seed),
         context_size=cfg.data.get('context_size'),
         positive_decay=float(cfg.data.positives.get('decay', 1.0)),
-        pairs_per_epoch=cfg.data.positives.get('pairs_per_epoch'))
+        pairs_per_epoch=cfg.data.positives.get('pairs_per_epoch'),
+        curriculum=Curriculum.from_config(
+            OmegaConf.to_container(cfg.curriculum, resolve=True)
+            if cfg.get('curriculum') is not None else None))
     module = PinSageModule(
         model=dict(in_channels=ds.num_features,
                    **OmegaConf.to_container(cfg.model)),
