@@ -69,9 +69,12 @@ def test_compose_gpu_trainer_extends_cpu(compose_train):
 
 @pytest.mark.parametrize('data', ['files', 'movielens_100k', 'movielens_1m'])
 @pytest.mark.parametrize('loss', ['max_margin', 'softmax'])
-def test_every_shipped_config_passes_check_config(compose_train, data, loss):
+@pytest.mark.parametrize('curriculum', ['none', 'paper'])
+def test_every_shipped_config_passes_check_config(compose_train, data, loss,
+                                                  curriculum):
     extra = ['data.interactions=log.csv'] if data == 'files' else []
-    cfg = compose_train([f'data={data}', f'loss={loss}', *extra])
+    cfg = compose_train([f'data={data}', f'loss={loss}',
+                         f'curriculum={curriculum}', *extra])
     check_config(cfg)
     # Every data option carries the keys the pipeline reads.
     for key in ('name', 'source', 'batch_size', 'num_workers', 'features',
@@ -264,3 +267,35 @@ def test_recommend_cli_on_e2e_embeddings(e2e, tmp_path):
     assert proc.returncode != 0
     assert 'error: Unknown item id' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_bad_curriculum_is_one_clear_error_before_training(tmp_path):
+    run_dir = tmp_path / 'run'
+    proc = run_cli(['curriculum=paper', 'curriculum.stages.2.start_epoch=1',
+                    f'hydra.run.dir={run_dir}'], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines()
+              if ln.startswith('error:')]
+    assert len(errors) == 1, proc.stderr
+    assert 'curriculum.stages' in errors[0]
+    assert 'strictly increasing' in errors[0]
+    assert not (run_dir / 'checkpoints').exists()
+
+
+EXPERIMENTS = sorted(
+    str(p.relative_to(p.parents[1] if p.parent.name == 'ablation'
+                      else p.parent).with_suffix(''))
+    for p in (Path(__file__).parents[1] / 'src' / 'pinsage_pyg' / 'configs'
+              / 'experiment').rglob('*.yaml'))
+
+
+@pytest.mark.parametrize('experiment', EXPERIMENTS)
+def test_every_experiment_composes(compose_train, experiment):
+    cfg = compose_train([f'experiment={experiment}'])
+    check_config(cfg)
+    if experiment.startswith('ablation/'):
+        want = {'features_only': (0, 'none'), 'pinsage': (2, 'paper'),
+                'mean_pool_hard': (2, 'paper'), 'max_pool': (2, 'none')}
+        name = experiment.split('/')[1]
+        if name in want:
+            assert (cfg.model.num_layers, cfg.curriculum.name) == want[name]

@@ -75,7 +75,8 @@ class PinSageSampler(BaseSampler):
             negatives (see :class:`~pinsage_pyg.sampler.HardNegativeMiner`).
         num_hard_negatives (int, optional): Hard negatives per training
             pair (the curriculum's current stage). They are added to the
-            subgraph's seeds and returned as the 6th metadata entry,
+            subgraph's seeds and returned (whenever :obj:`hard_negatives`
+            is given, also for ``0``) as the 6th metadata entry,
             ``hard_neg_index [batch_size, num_hard_negatives]`` (local
             indices; a slot the miner could not fill holds the pair's
             positive, which the loss masks out). Use
@@ -217,8 +218,9 @@ class PinSageSampler(BaseSampler):
                 dst_neg_index = dst_neg_index.view(num_pos, -1)
             out.metadata = (inputs.input_id, src_index, dst_pos_index,
                             dst_neg_index, inputs.time)
-            if self.num_hard_negatives > 0:
-                out.metadata += (inv[end:].view(num_pos, -1), )
+            if self.hard_negatives is not None:
+                out.metadata += (inv[end:].view(num_pos,
+                                                self.num_hard_negatives), )
         return out
 
     @property
