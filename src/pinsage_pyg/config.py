@@ -91,7 +91,7 @@ class HardNegativeConfig:
     restart_prob: float = 0.3
     walk_length: int = 8
     num_walks: Optional[int] = None
-    num_iters: int = 30
+    num_iters: int = 20
     seed: int = 0
 
     def __post_init__(self) -> None:

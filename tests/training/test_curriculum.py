@@ -179,3 +179,26 @@ def test_hard_negatives_enter_the_loss(loss):
                                   hard_mask=mask), easy)
     with pytest.raises(ValueError, match=r'\[B, H, d\]'):
         fn(q, pos, neg, hard_neg=hard[:2])
+
+
+@pytest.mark.parametrize('batch_size', [512, 4096])
+def test_large_batches_train_with_hard_negatives(batch_size):
+    inter, items = synthetic_interactions(num_users=200, num_items=300,
+                                          num_interactions=12000, seed=4)
+    ds = build_dataset(inter, items, FeatureSpec(
+        multilabel_columns=['genres']), unknown_feature_items='embed')
+    dm = at_epoch(PinSageDataModule(ds, 2, small(), batch_size=batch_size,
+                                    curriculum=curriculum(0, 0, 6)), 2)
+    assert dm.pairs.size(1) >= 4096
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.src_index.numel() == batch_size
+    assert batch.hard_neg_index.shape == (batch_size, 6)
+    module = PinSageModule(
+        model=dict(in_channels=ds.num_features, hidden_channels=16,
+                   out_channels=8, num_layers=2),
+        loss={'name': 'softmax', 'temperature': 0.1}, optimizer={'lr': 1e-2})
+    loss = module.compute_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

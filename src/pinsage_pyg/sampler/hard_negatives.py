@@ -91,7 +91,7 @@ def transition_matrices(csr: BipartiteCSR) -> Tuple[Tensor, Tensor]:
 
 
 def personalized_pagerank(csr: BipartiteCSR, queries: Tensor,
-                          restart_prob: float = 0.3, num_iters: int = 30
+                          restart_prob: float = 0.3, num_iters: int = 20
                           ) -> Tensor:
     r"""Exact-up-to-truncation PPR of all items for a batch of queries by
     power iteration:
@@ -130,7 +130,7 @@ def personalized_pagerank(csr: BipartiteCSR, queries: Tensor,
 def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
              method: str = 'auto', restart_prob: float = 0.3,
              walk_length: int = 8, num_walks: Optional[int] = None,
-             num_iters: int = 30,
+             num_iters: int = 20,
              generator: Optional[torch.Generator] = None
              ) -> Tuple[Tensor, Tensor]:
     r"""The :obj:`k` items with the highest PPR w.r.t. each query (the
@@ -211,18 +211,24 @@ class HardNegativeMiner:
         user_items_ptr, user_items (LongTensor): CSR of every user's train
             items (the exclusion set).
         config (HardNegativeConfig): Band and PPR settings.
-        batch_size (int): Queries per PPR batch while building the table.
+        batch_size (int, optional): Queries per PPR batch while building
+            the table; default: as many as keep a batch's work (walk visits
+            or dense power-iteration entries) near :obj:`max_batch_work`.
+        max_batch_work (int): See :obj:`batch_size`. (default: ``2e7``)
     """
     def __init__(self, csr: BipartiteCSR, query_items: Tensor,
                  user_items_ptr: Tensor, user_items: Tensor,
                  config: Optional[HardNegativeConfig] = None,
-                 batch_size: int = 1024):
+                 batch_size: Optional[int] = None,
+                 max_batch_work: int = 20_000_000):
         self.config = c = config or HardNegativeConfig()
         self.num_items = csr.num_items
         self.lo, self.hi = band_ranks(csr.num_items, c.band_start, c.band_end,
                                       c.band_max_start, c.band_max_end)
         query_items = torch.unique(query_items.long())
         gen = torch.Generator(device=query_items.device).manual_seed(c.seed)
+        if batch_size is None:
+            batch_size = max(1, max_batch_work // self.work_per_query(csr))
         rows = []
         for s in range(0, query_items.numel(), batch_size):
             top, _ = ppr_topk(csr, query_items[s:s + batch_size], self.hi,
@@ -240,6 +246,18 @@ class HardNegativeMiner:
         user = torch.repeat_interleave(torch.arange(num_users),
                                        user_items_ptr[1:] - user_items_ptr[:-1])
         self.user_keys = torch.unique(user * csr.num_items + user_items.long())
+
+    def work_per_query(self, csr: BipartiteCSR) -> int:
+        r"""Memory units one query costs: walk visits, or dense scores."""
+        c = self.config
+        method = c.method
+        if method == 'auto':
+            method = 'power' if csr.num_items <= AUTO_POWER_MAX_ITEMS \
+                else 'walk'
+        if method == 'power':
+            return csr.num_items
+        walks = c.num_walks or max(1, math.ceil(32 * self.hi / c.walk_length))
+        return walks * c.walk_length
 
     @property
     def band_size(self) -> int:
