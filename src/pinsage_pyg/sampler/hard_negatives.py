@@ -30,8 +30,18 @@ from pinsage_pyg.config import HardNegativeConfig
 from pinsage_pyg.sampler.walks import BipartiteCSR, importance_neighbors
 
 METHODS = ('auto', 'walk', 'power')
-#: ``method='auto'`` uses exact power iteration up to this many items.
-AUTO_POWER_MAX_ITEMS = 50_000
+#: ``method='auto'`` uses exact power iteration while ``items x edges`` (the
+#: work of one iteration for a full table of queries) is at most this.
+AUTO_POWER_MAX_WORK = 1_000_000_000
+
+
+def resolve_method(csr: BipartiteCSR, method: str) -> str:
+    r"""``auto`` -> ``power`` for small graphs (``num_items x num_edges <=``
+    :data:`AUTO_POWER_MAX_WORK`, e.g. MovieLens-100K), else ``walk``."""
+    if method != 'auto':
+        return method
+    work = csr.num_items * csr.item_users.numel()
+    return 'power' if work <= AUTO_POWER_MAX_WORK else 'walk'
 
 
 def band_ranks(num_items: int, start: float = 0.02, end: float = 0.05,
@@ -142,7 +152,7 @@ def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
         k (int): How many ranks to return.
         method (str): ``"walk"`` (random walks with restart), ``"power"``
             (power iteration, dense ``[num_items, B]``) or ``"auto"``
-            (power up to :data:`AUTO_POWER_MAX_ITEMS` items, else walk).
+            (see :func:`resolve_method`).
         restart_prob (float): Restart probability :math:`\alpha` per item
             step.
         walk_length (int): Item steps per walk (``"walk"``).
@@ -160,8 +170,7 @@ def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
         raise ValueError(f"method must be one of {METHODS} (got {method!r})")
     if k < 1:
         raise ValueError(f"k must be >= 1 (got {k})")
-    if method == 'auto':
-        method = 'power' if csr.num_items <= AUTO_POWER_MAX_ITEMS else 'walk'
+    method = resolve_method(csr, method)
     queries = queries.long()
     b, device = queries.numel(), queries.device
     items = torch.full((b, k), -1, dtype=torch.long, device=device)
@@ -250,11 +259,7 @@ class HardNegativeMiner:
     def work_per_query(self, csr: BipartiteCSR) -> int:
         r"""Memory units one query costs: walk visits, or dense scores."""
         c = self.config
-        method = c.method
-        if method == 'auto':
-            method = 'power' if csr.num_items <= AUTO_POWER_MAX_ITEMS \
-                else 'walk'
-        if method == 'power':
+        if resolve_method(csr, c.method) == 'power':
             return csr.num_items
         walks = c.num_walks or max(1, math.ceil(32 * self.hi / c.walk_length))
         return walks * c.walk_length
