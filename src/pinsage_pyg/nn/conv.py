@@ -121,9 +121,10 @@ class PinSageConv(MessagePassing):
 
         if is_sparse(edge_index):
             adj_t = edge_index  # rows = targets (PyG's `adj_t` layout)
-        elif self.pooling != 'max':
+        elif self.pooling != 'max' or not h.is_cuda:
             # Fused sparse-dense matmul (no [num_edges, channels] message
-            # tensor): ~8x faster than gather/scatter on CPU.
+            # tensor): ~8x faster than gather/scatter on CPU, ~15x for max
+            # (whose fused kernel torch only has on CPU).
             weight = edge_weight if self.pooling == 'importance' else None
             adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
                                         size=(num_dst, num_src))
