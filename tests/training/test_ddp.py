@@ -169,3 +169,18 @@ def test_ddp_spawn_two_ranks_train_different_data_same_weights(tiny_csv,
     # Only rank 0 (here: the main process) wrote the outputs.
     assert sorted(p.name for p in (tmp_path / 'ddp').iterdir()
                   if p.is_file()) == ['metrics.csv', 'summary.json']
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (['trainer=ddp_cpu', 'data.batch_size=1'],
+     'data.batch_size=1 is smaller than the world size 2'),
+    (['trainer=ddp_cpu', 'trainer.devices=4096'],
+     'trainer.devices=4096 but this machine has'),
+])
+def test_start_up_errors_before_training(tiny_csv, tmp_path, overrides,
+                                         match):
+    from pinsage_pyg.training.pipeline import run
+    with pytest.raises(ConfigError, match=match):
+        run(compose_train([*tiny_csv, *TINY, *overrides,
+                           f'output.dir={tmp_path}']))
+    assert not (tmp_path / 'checkpoints').exists()

@@ -230,6 +230,12 @@ def run(cfg: DictConfig,
     trainer.fit(module, datamodule=dm,
                 ckpt_path=str(resume) if resume else None)
     fit_seconds = time.time() - t_fit
+    # Training is over: leave the process group, so that the evaluation
+    # below stays local to rank 0 (torchmetrics would otherwise try to
+    # sync its states with ranks that have already returned).
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     if not trainer.is_global_zero:
         return {'global_rank': int(trainer.global_rank)}
     epochs = epochs_trained(trainer)
