@@ -265,5 +265,12 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                               "data.interactions=<CSV/TSV/Parquet log>.")
     _number(cfg, 'threads', int, pos, '>= 1')
     _number(cfg, 'trainer.max_epochs', int, pos, '>= 1')
+    if cfg.get('checkpoint') is not None:
+        _number(cfg, 'checkpoint.every_n_train_steps', int, lambda v: v >= 0,
+                '>= 0 (0: no periodic checkpoint)')
+    resume = cfg.get('resume')
+    if resume is not None and (not isinstance(resume, str) or not resume):
+        raise ConfigError(f"Invalid config: resume must be a checkpoint path "
+                          f"or null (got {resume!r}).")
     SamplerConfig(**dict(_get(cfg, 'sampler')))
     Curriculum.from_config(cfg.get('curriculum'))

@@ -86,13 +86,23 @@ class PinSageSampler(BaseSampler):
             indexed by the loader's ``input_id`` (needed with hard
             negatives: a user's other engaged items are never hard
             negatives for that user's pairs).
+        seed (int, optional): If set, the negatives of a batch (shared,
+            per-example and hard) are drawn from a generator seeded with
+            ``seed + input_id[0]`` (the batch's first position in the
+            loader's :obj:`edge_label_index`), so they depend only on the
+            batch's position, not on which worker process builds it or
+            on the global random state; with a sequential loader order a
+            run is reproducible and can resume mid-epoch. If :obj:`None`,
+            the global (per-worker) random state is used.
+            (default: :obj:`None`)
     """
     def __init__(self, data: Data, num_layers: int,
                  shared_negatives: bool = True,
                  exclude_pairs: bool = True,
                  hard_negatives=None,
                  num_hard_negatives: int = 0,
-                 pair_user: Optional[Tensor] = None) -> None:
+                 pair_user: Optional[Tensor] = None,
+                 seed: Optional[int] = None) -> None:
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
         if 'edge_index' not in data:
@@ -120,6 +130,17 @@ class PinSageSampler(BaseSampler):
         self.hard_negatives = hard_negatives
         self.num_hard_negatives = int(num_hard_negatives)
         self.pair_user = pair_user
+        self.seed = seed
+
+    def _generator(self, input_id: Optional[Tensor],
+                   device: torch.device) -> Optional[torch.Generator]:
+        if self.seed is None:
+            return None
+        first = int(input_id.view(-1)[0]) if input_id is not None and \
+            input_id.numel() > 0 else 0
+        gen = torch.Generator(device=device)
+        gen.manual_seed((int(self.seed) + first) % (1 << 63))
+        return gen
 
     # ------------------------------------------------------------------
     def _in_edges(self, nodes: Tensor) -> Tensor:
@@ -177,6 +198,8 @@ class PinSageSampler(BaseSampler):
         src, dst = inputs.row.long(), inputs.col.long()
         num_pos = src.numel()
         neg = torch.empty(0, dtype=torch.long, device=src.device)
+        gen = self._generator(inputs.input_id, src.device) \
+            if neg_sampling is not None else None
         if neg_sampling is not None:
             if not neg_sampling.is_triplet():
                 raise ValueError("PinSageSampler supports triplet negative "
@@ -185,16 +208,17 @@ class PinSageSampler(BaseSampler):
             amount = int(neg_sampling.amount)
             if self.shared_negatives:
                 amount = min(amount, self.num_nodes)
-                neg = torch.randperm(self.num_nodes,
+                neg = torch.randperm(self.num_nodes, generator=gen,
                                      device=src.device)[:amount]
             else:
                 neg = torch.randint(self.num_nodes, (num_pos * amount, ),
-                                    device=src.device)
+                                    generator=gen, device=src.device)
         hard = torch.empty(num_pos, 0, dtype=torch.long, device=src.device)
         if neg_sampling is not None and self.num_hard_negatives > 0:
             user = self.pair_user[inputs.input_id.long()]
             hard = self.hard_negatives.sample(src, dst, user,
-                                              self.num_hard_negatives)
+                                              self.num_hard_negatives,
+                                              generator=gen)
             # An unfillable slot repeats the positive (masked by the loss):
             hard = torch.where(hard >= 0, hard, dst.view(-1, 1))
         seeds, inv = _unique_first(torch.cat([src, dst, neg,

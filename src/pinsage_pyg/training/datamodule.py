@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torch_geometric.data import Data
-from torch_geometric.loader import LinkLoader
 from torch_geometric.sampler import NegativeSampling
 
 from pinsage_pyg.config import ConfigError, Curriculum, SamplerConfig, Stage
@@ -19,6 +18,7 @@ from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.sampler import (BipartiteCSR, HardNegativeMiner,
                                  PinSageLinkLoader, PinSageSampler,
                                  importance_graph)
+from pinsage_pyg.training.distributed import check_world_size, mix_seed
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,75 @@ def _worker_init(_: int) -> None:
     # One intra-op thread per loader worker: on small machines the default
     # (all cores in every worker) oversubscribes the CPU badly.
     torch.set_num_threads(1)
+
+
+class _ResumableSequence(Sampler[int]):
+    r"""The positions :obj:`order` (one rank's shard of an epoch, in
+    training order), optionally starting at :attr:`start` for one pass (a
+    mid-epoch resume); its length stays the full shard so that Lightning's
+    batch count of the epoch is unchanged."""
+    def __init__(self, order: Tensor):
+        self.order = order
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0  # one pass only
+        return iter(self.order[start:].tolist())
+
+    def __len__(self) -> int:
+        return self.order.numel()
+
+
+class _TrainedBatches:
+    r"""Reads how many batches of the current epoch the trainer has
+    trained (picklable: the trainer reference is dropped when the loader is
+    sent to a worker process)."""
+    def __init__(self, datamodule: 'PinSageDataModule'):
+        self.datamodule = datamodule
+
+    def __call__(self) -> int:
+        trainer = getattr(self.datamodule, 'trainer', None) \
+            if self.datamodule is not None else None
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {'datamodule': None}
+
+
+class EpochLoader(PinSageLinkLoader):
+    r"""One epoch's training loader (one rank's shard), resumable mid-epoch:
+    Lightning stores :meth:`state_dict` (epoch and batches trained) in the
+    checkpoint and hands it back to :meth:`load_state_dict` when training
+    restarts from it, before iterating; the next pass then starts right
+    after the last batch trained. Batches are a deterministic function of
+    their position (seeded order and negatives), so the resumed epoch sees
+    exactly the batches the interrupted one would have."""
+    def __init__(self, *args, epoch: int, trained: _TrainedBatches,
+                 order: Tensor, **kwargs):
+        self._order = _ResumableSequence(order)
+        super().__init__(*args, sampler=self._order, **kwargs)
+        self.epoch = int(epoch)
+        self._trained = trained
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'epoch': self.epoch, 'batches': self._trained(),
+                'batch_size': int(self.batch_size),
+                'num_pairs': len(self._order)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if (int(state.get('epoch', -1)) != self.epoch
+                or int(state.get('batch_size', -1)) != self.batch_size
+                or int(state.get('num_pairs', -1)) != len(self._order)):
+            log.warning("checkpoint loader position %s does not match epoch "
+                        "%d's loader; replaying the epoch from its start",
+                        state, self.epoch)
+            return
+        done = int(state.get('batches', 0))
+        self._order.start = min(done * int(self.batch_size),
+                                len(self._order))
+        log.info("resuming epoch %d after batch %d", self.epoch, done)
 
 
 class PinSageDataModule(pl.LightningDataModule):
@@ -42,6 +111,16 @@ class PinSageDataModule(pl.LightningDataModule):
       :class:`~torch_geometric.loader.LinkLoader`) with
       :class:`~pinsage_pyg.sampler.PinSageSampler`, so per-epoch changes
       reach the loader's worker processes.
+    * Under data parallelism (``trainer.world_size > 1``) every rank gets a
+      disjoint, equal-size shard of the epoch's pairs (a permutation seeded
+      by ``(seed, epoch)``, sliced by ``trainer.global_rank``; the last
+      ``P mod world_size`` pairs of the permutation are left out of that
+      epoch), so all ranks run the same number of steps;
+      :obj:`batch_size` is the *global* batch, ``batch_size // world_size``
+      pairs per rank. Shared and hard negatives come from a generator
+      seeded by ``(seed, epoch, rank)`` and the batch position: a run is
+      reproducible for a given world size, independent of the number of
+      loader workers, and resumable mid-epoch (see :class:`EpochLoader`).
     * ``val_dataloader()`` yields ``(user, query_item, target_item)`` rows
       of the leave-last-out protocol; the model scores them against all
       items.
@@ -70,6 +149,7 @@ class PinSageDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.restored_state: Optional[Dict[str, Any]] = None
         self.eval_batch_size = eval_batch_size
         self.csr = BipartiteCSR.from_hetero(
             dataset.hetero_data(context_size))
@@ -142,6 +222,60 @@ class PinSageDataModule(pl.LightningDataModule):
         trainer = getattr(self, 'trainer', None)
         return int(trainer.current_epoch) if trainer is not None else 0
 
+    @property
+    def world_size(self) -> int:
+        r"""Number of data-parallel ranks (the trainer's; 1 without one)."""
+        return int(getattr(getattr(self, 'trainer', None), 'world_size', 1))
+
+    @property
+    def global_rank(self) -> int:
+        r"""This process's rank (the trainer's; 0 without one)."""
+        return int(getattr(getattr(self, 'trainer', None), 'global_rank', 0))
+
+    def shard(self, epoch: int, rank: int = 0, world_size: int = 1
+              ) -> Tensor:
+        r"""Positions in :meth:`epoch_pairs` that rank :obj:`rank` of
+        :obj:`world_size` trains on in :obj:`epoch`, in training order: a
+        permutation of the epoch's pairs seeded with ``(seed, epoch)`` (the
+        same on every rank), cut into ``world_size`` equal contiguous
+        slices. These are the ``input_id`` values of the rank's batches."""
+        num = self.num_epoch_pairs
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 1))
+        perm = torch.randperm(num, generator=gen)
+        n = num // world_size
+        if n == 0:
+            raise DataError(f"{self.dataset.name}: {num} training pairs per "
+                            f"epoch cannot be split over {world_size} "
+                            f"ranks.")
+        return perm[rank * n:(rank + 1) * n]
+
+    def state_dict(self) -> Dict[str, Any]:
+        r"""The data fingerprint and run settings stored in checkpoints (see
+        :func:`~pinsage_pyg.training.checkpointing.check_resume`)."""
+        return self.fingerprint()
+
+    def fingerprint(self, world_size: Optional[int] = None
+                    ) -> Dict[str, Any]:
+        r"""Dataset identity (name, numbers of items, users, features and
+        pairs), seed, global batch size, world size (default: the
+        trainer's) and the current epoch's curriculum stage."""
+        epoch = self._epoch()
+        index, _ = self.stage(epoch)
+        ds = self.dataset
+        if world_size is None:
+            world_size = self.world_size
+        return {'dataset': ds.name, 'num_items': int(ds.num_items),
+                'num_users': int(ds.num_users),
+                'num_features': int(ds.num_features),
+                'num_pairs': int(self.pairs.size(1)), 'seed': int(self.seed),
+                'batch_size': int(self.batch_size),
+                'world_size': int(world_size), 'epoch': epoch,
+                'curriculum': self.curriculum.name,
+                'curriculum_stage': int(index)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.restored_state = dict(state)
+
     def train_graph(self, epoch: int) -> Data:
         every = self.cfg.refresh_every_n_epochs
         version = epoch // every if every > 0 else 0
@@ -170,8 +304,9 @@ class PinSageDataModule(pl.LightningDataModule):
         idx = self.epoch_index(epoch)
         return self.pairs if idx is None else self.pairs[:, idx]
 
-    def train_dataloader(self) -> LinkLoader:
-        epoch = self._epoch()
+    def train_dataloader(self) -> EpochLoader:
+        epoch, rank, world = self._epoch(), self.global_rank, self.world_size
+        per_rank = check_world_size(self.batch_size, world)
         graph = self.train_graph(epoch)
         idx = self.epoch_index(epoch)
         pairs = self.pairs if idx is None else self.pairs[:, idx]
@@ -182,12 +317,14 @@ class PinSageDataModule(pl.LightningDataModule):
                                  exclude_pairs=self.cfg.exclude_pairs,
                                  hard_negatives=self.miner,
                                  num_hard_negatives=stage.hard_negatives,
-                                 pair_user=users)
-        return PinSageLinkLoader(
+                                 pair_user=users,
+                                 seed=mix_seed(self.seed, epoch, rank, 2))
+        return EpochLoader(
             graph, link_sampler=sampler,
             edge_label_index=pairs,
             neg_sampling=NegativeSampling('triplet', self.cfg.num_negatives),
-            batch_size=self.batch_size, shuffle=True,
+            batch_size=per_rank, epoch=epoch, trained=_TrainedBatches(self),
+            order=self.shard(epoch, rank, world),
             num_workers=self.num_workers,
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             persistent_workers=False,

@@ -109,14 +109,22 @@ class PinSageModule(pl.LightningModule):
                  stage.hard_negatives, '' if stage.margin is None else
                  f', margin {stage.margin}')
         self.log('curriculum_stage', float(index), on_epoch=True,
-                 on_step=False, batch_size=1)
+                 on_step=False, batch_size=1, sync_dist=True)
         self.log('hard_negatives', float(stage.hard_negatives),
-                 on_epoch=True, on_step=False, batch_size=1)
+                 on_epoch=True, on_step=False, batch_size=1, sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        # Also tells the main process of a ddp_spawn run (whose own loops
+        # never ran) how many epochs the ranks completed.
+        self.log('epochs_completed', float(self.current_epoch + 1),
+                 on_epoch=True, on_step=False, batch_size=1, sync_dist=True)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss = self.compute_loss(batch)
+        # sync_dist: under DDP the logged loss is the mean over ranks.
         self.log('train_loss', loss, prog_bar=True, on_step=True,
-                 on_epoch=True, batch_size=int(batch.src_index.numel()))
+                 on_epoch=True, batch_size=int(batch.src_index.numel()),
+                 sync_dist=True)
         return loss
 
     # ------------------------------------------------------------------

@@ -7,11 +7,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import pandas as pd
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -27,7 +28,13 @@ from pinsage_pyg.training.baselines import (EmbeddingScorer,
                                             transition_scorer)
 from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
                                 check_config)
+from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
+                                                RNGStates, check_resume,
+                                                load_checkpoint)
 from pinsage_pyg.training.datamodule import PinSageDataModule
+from pinsage_pyg.training.distributed import (ThreadsPerProcess,
+                                              check_trainer,
+                                              check_world_size)
 from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
                                            evaluate_scorers)
 from pinsage_pyg.training.module import PinSageModule, gather_rows
@@ -121,10 +128,50 @@ def format_table(df: pd.DataFrame) -> str:
     return df.to_string(index=False, float_format=lambda v: f'{v:.4f}')
 
 
-def run(cfg: DictConfig) -> Dict[str, Any]:
-    r"""Trains, evaluates and exports; returns a summary dict."""
+def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback],
+                  out_dir: Path) -> pl.Trainer:
+    r"""The Lightning trainer of ``cfg.trainer`` with the atomic checkpoint
+    writer; a trainer setting Lightning refuses ends in a
+    :class:`~pinsage_pyg.config.ConfigError`."""
+    from lightning.fabric.utilities.exceptions import \
+        MisconfigurationException
+    try:
+        return instantiate(cfg.trainer, callbacks=list(callbacks),
+                           logger=CSVLogger(str(out_dir), name='logs'),
+                           default_root_dir=str(out_dir),
+                           plugins=[AtomicCheckpointIO()])
+    except (InstantiationException, MisconfigurationException,
+            ValueError) as e:
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])
+        raise ConfigError(f"Invalid config: trainer: {first[0]}") from None
+
+
+def epochs_trained(trainer: pl.Trainer) -> int:
+    r"""Epochs completed by :obj:`trainer`. After ``ddp_spawn`` the main
+    process's loops never ran (only the metrics come back from rank 0), so
+    the count comes from the ``epochs_completed`` metric the module logs."""
+    logged = trainer.callback_metrics.get('epochs_completed')
+    return max(int(trainer.current_epoch),
+               int(logged) if logged is not None else 0)
+
+
+def run(cfg: DictConfig,
+        callbacks: Optional[Sequence[pl.Callback]] = None) -> Dict[str, Any]:
+    r"""Trains, evaluates and exports; returns a summary dict.
+
+    Under data parallelism every rank runs this function (``strategy=ddp``)
+    or only the training inside ``trainer.fit`` (``ddp_spawn``); after
+    training only global rank 0 evaluates and writes files, the other ranks
+    return ``{'global_rank': r}``.
+
+    Args:
+        cfg (DictConfig): A composed ``train`` config.
+        callbacks (list, optional): Extra Lightning callbacks.
+    """
     t0 = time.time()
     check_config(cfg)
+    check_trainer(cfg.trainer)
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     out_dir = Path(cfg.output.dir)
@@ -150,17 +197,50 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         optimizer=OmegaConf.to_container(cfg.optimizer), k=int(cfg.evaluate.k))
 
     k = int(cfg.evaluate.k)
-    ckpt = ModelCheckpoint(dirpath=out_dir / 'checkpoints',
+    ckpt_dir = out_dir / 'checkpoints'
+    # The best checkpoint comes first: it is `trainer.checkpoint_callback`,
+    # whose best path Lightning hands back to the main process after
+    # ddp_spawn.
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir,
                            filename='best-{epoch}', monitor=f'val_hr@{k}',
                            mode='max', save_last=True, save_top_k=1)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=[ckpt],
-        logger=CSVLogger(str(out_dir), name='logs'),
-        default_root_dir=str(out_dir))
+    all_callbacks = [ckpt]
+    every = int((cfg.get('checkpoint') or {}).get('every_n_train_steps', 0))
+    if every > 0:
+        all_callbacks.append(ModelCheckpoint(
+            dirpath=ckpt_dir, filename='step', every_n_train_steps=every,
+            save_top_k=1, enable_version_counter=False))
+    all_callbacks += [RNGStates(), ThreadsPerProcess(int(cfg.threads)),
+                      *(callbacks or [])]
+    trainer = build_trainer(cfg, all_callbacks, out_dir)
+    world_size = int(trainer.world_size)
+    check_world_size(int(cfg.data.batch_size), world_size)
+
+    resume = cfg.get('resume')
+    start_epoch = 0
+    if resume:
+        saved = load_checkpoint(resume)
+        check_resume(saved, resume, module.hparams.model,
+                     dm.fingerprint(world_size))
+        start_epoch = int(saved.get('epoch', 0))
+        log.info("resuming from %s (epoch %d, global step %s)", resume,
+                 start_epoch, saved.get('global_step'))
+        del saved
     t_fit = time.time()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm,
+                ckpt_path=str(resume) if resume else None)
     fit_seconds = time.time() - t_fit
-    num_pairs = dm.num_epoch_pairs * trainer.current_epoch
+    # Training is over: leave the process group, so that the evaluation
+    # below stays local to rank 0 (torchmetrics would otherwise try to
+    # sync its states with ranks that have already returned).
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if not trainer.is_global_zero:
+        return {'global_rank': int(trainer.global_rank)}
+    epochs = epochs_trained(trainer)
+    epochs_run = max(0, epochs - start_epoch)
+    num_pairs = dm.num_epoch_pairs * epochs_run
 
     if ckpt.best_model_path:
         module = PinSageModule.load_from_checkpoint(ckpt.best_model_path,
@@ -183,7 +263,9 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
                  lambda tmp: table.to_csv(tmp, index=False))
     summary = {
         'dataset': ds.name, 'num_users': ds.num_users,
-        'num_items': ds.num_items, 'epochs': int(trainer.current_epoch),
+        'num_items': ds.num_items, 'epochs': epochs,
+        'world_size': world_size,
+        'resumed_from': str(resume) if resume else None,
         'best_checkpoint': ckpt.best_model_path,
         'fit_seconds': round(fit_seconds, 2),
         'train_pairs_per_second': round(num_pairs / max(fit_seconds, 1e-9),
@@ -202,7 +284,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
           f"paper's hit-rate@{k} / scaled MRR (scale "
           f"{table.attrs.get('mrr_scale')}) on held-out consecutive pairs")
     print(format_table(table))
-    print(f"\ntrained {trainer.current_epoch} epochs in {fit_seconds:.1f}s "
+    print(f"\ntrained {epochs} epochs in {fit_seconds:.1f}s "
           f"({summary['train_pairs_per_second']:.0f} positive pairs/s incl. "
           f"validation); outputs in {out_dir}")
     return summary
