@@ -107,7 +107,7 @@ def test_help_lists_config_groups(tmp_path):
     out = proc.stdout
     for line in ('data: files, movielens_100k, movielens_1m',
                  'loss: max_margin, softmax', 'model: pinsage',
-                 'sampler: default', 'trainer: cpu, gpu'):
+                 'sampler: default', 'trainer: cpu, ddp, ddp_cpu, gpu'):
         assert line in out, out
     assert 'hidden_channels' in out
     assert list(tmp_path.iterdir()) == []  # --help runs nothing
