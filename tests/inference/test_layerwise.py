@@ -219,3 +219,36 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
                  'neighbors.npy', 'weights.npy'):
         assert (killed / name).read_bytes() == (full / name).read_bytes(), \
             name
+
+
+def test_synthetic_graph_is_skewed_and_consistent(tmp_path):
+    from pinsage_pyg.data.synthetic import synthetic_graph
+    csr, x = synthetic_graph(20000, mean_degree=8, cold_fraction=0.02,
+                             num_features=6, seed=1)
+    again, x2 = synthetic_graph(20000, mean_degree=8, cold_fraction=0.02,
+                                num_features=6, seed=1)
+    assert torch.equal(csr.user_items, again.user_items)
+    assert torch.equal(x, x2)
+    assert csr.num_items == 20000 and csr.num_users == 10000
+    assert x.shape == (20000, 6) and x.dtype == torch.float32
+    deg = (csr.item_ptr[1:] - csr.item_ptr[:-1]).numpy()
+    assert abs((deg == 0).mean() - 0.02) < 0.005  # cold-start items
+    warm = deg[deg > 0]
+    assert 6 < warm.mean() < 10
+    # Heavy tail: the median item is small, the top items are huge.
+    assert np.median(warm) <= 3 and warm.max() > 50 * np.median(warm)
+    # Both CSR directions hold the same (user, item) multiset:
+    item_of = np.repeat(np.arange(20000), deg)
+    a = np.sort(csr.item_users.numpy() * 20000 + item_of)
+    udeg = (csr.user_ptr[1:] - csr.user_ptr[:-1]).numpy()
+    user_of = np.repeat(np.arange(10000), udeg)
+    b = np.sort(user_of * 20000 + csr.user_items.numpy())
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match='degree_exponent'):
+        synthetic_graph(10, degree_exponent=2.0)
+    # It embeds: cold items get finite embeddings from their features.
+    model = PinSage(6, 8, 4).eval()
+    small, xs = synthetic_graph(3000, num_features=6, seed=2)
+    _, emb = layerwise_embed(model, xs, small, tmp_path, num_neighbors=10,
+                             num_walks=10, chunk_size=1000).load()
+    assert emb.shape == (3000, 4) and np.isfinite(emb).all()
