@@ -243,6 +243,35 @@ def _check_manifest(work: Path, manifest: Dict[str, Any],
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
+                 num_neighbors: int = 50, num_walks: int = 100,
+                 walk_length: int = 2, restart_prob: float = 0.0,
+                 seed: int = 0, chunk_size: int = 16384,
+                 walk_chunk_size: int = 65536,
+                 extra_fingerprint: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    r"""What identifies a :func:`layerwise_embed` run (stored as
+    ``manifest.json``): hashes of the model, the features and the graph,
+    the sampler settings and the chunk sizes."""
+    num_items = csr.num_items
+    return {
+        'format': FORMAT_VERSION,
+        'num_items': int(num_items),
+        'model': model_fingerprint(model),
+        'model_repr': repr(model),
+        'features': data_fingerprint(x),
+        'graph': data_fingerprint(csr.item_ptr, csr.item_users, csr.user_ptr,
+                                  csr.user_items),
+        'sampler': dict(num_neighbors=int(num_neighbors),
+                        num_walks=int(num_walks),
+                        walk_length=int(walk_length),
+                        restart_prob=float(restart_prob), seed=int(seed)),
+        'chunk_size': int(chunk_size),
+        'walk_chunk_size': int(walk_chunk_size),
+        'extra': extra_fingerprint or {},
+    }
+
+
 # ------------------------------------------------------------------- job ---
 @torch.no_grad()
 def layerwise_embed(
@@ -328,22 +357,9 @@ def layerwise_embed(
     model = model.to(device).eval()
     work = Path(work_dir)
     K, m = model.num_layers, model.hidden_channels
-    manifest = {
-        'format': FORMAT_VERSION,
-        'num_items': int(num_items),
-        'model': model_fingerprint(model),
-        'model_repr': repr(model),
-        'features': data_fingerprint(x),
-        'graph': data_fingerprint(csr.item_ptr, csr.item_users, csr.user_ptr,
-                                  csr.user_items),
-        'sampler': dict(num_neighbors=int(num_neighbors),
-                        num_walks=int(num_walks),
-                        walk_length=int(walk_length),
-                        restart_prob=float(restart_prob), seed=int(seed)),
-        'chunk_size': int(chunk_size),
-        'walk_chunk_size': int(walk_chunk_size),
-        'extra': extra_fingerprint or {},
-    }
+    manifest = run_manifest(model, x, csr, num_neighbors, num_walks,
+                            walk_length, restart_prob, seed, chunk_size,
+                            walk_chunk_size, extra_fingerprint)
     _check_manifest(work, manifest, overwrite)
     prog = _Progress(work / PROGRESS)
     index_dtype = np.int32 if num_items < 2**31 else np.int64

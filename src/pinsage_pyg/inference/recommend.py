@@ -53,6 +53,7 @@ class Recommender:
                 raise DataError(f"The faiss index holds {faiss_index.ntotal} "
                                 f"vectors but there are {len(items)} items: "
                                 f"re-run the export.")
+            import faiss.contrib.torch_utils  # noqa: F401 (torch in/out)
             self.index = KNNIndex()
             self.index.index = faiss_index
 
