@@ -449,14 +449,18 @@ def layerwise_embed(
         for c, lo, hi in chunks(f'layer{k + 1}', chunk_size):
             nbr = torch.from_numpy(_read_rows(nbr_path, lo, hi)).long()
             wt = torch.from_numpy(_read_rows(w_path, lo, hi))
+            # One source row per (target, neighbour) pair: the gathered
+            # messages are already in CSR order (no sort, no unique).
             valid = nbr >= 0
-            src, inv = torch.unique(nbr[valid], return_inverse=True)
-            dst = torch.arange(hi - lo).view(-1, 1).expand_as(nbr)[valid]
-            ei = torch.stack([inv, dst]).to(device)
+            src = nbr[valid]
+            crow = torch.zeros(hi - lo + 1, dtype=torch.long)
+            torch.cumsum(valid.sum(1), 0, out=crow[1:])
+            adj_t = torch.sparse_csr_tensor(
+                crow, torch.arange(src.numel()), wt[valid],
+                (hi - lo, src.numel())).to(device)
             p_src = torch.from_numpy(proj[src.numpy()]).to(device)
             h_dst = torch.from_numpy(_read_rows(h_path, lo, hi))
-            out = model.convolve(k, p_src, h_dst.to(device), ei,
-                                 wt[valid].to(device))
+            out = model.convolve(k, p_src, h_dst.to(device), adj_t)
             _write_rows(out_path, lo, out.cpu().numpy())
             prog.mark(f'layer{k + 1}', c + 1)
         proj = None  # unmap

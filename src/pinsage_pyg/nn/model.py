@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.utils import to_torch_csr_tensor
+from torch_geometric.utils import (is_torch_sparse_tensor,
+                                   to_torch_csr_tensor)
 
 from pinsage_pyg.nn.conv import PinSageConv
 
@@ -161,13 +162,24 @@ class PinSage(torch.nn.Module):
             k (int): Layer index.
             proj (Tensor): Projected source messages ``[num_src, m]``.
             h_dst (Tensor): Layer inputs of the targets ``[num_dst, m]``.
-            edge_index (LongTensor): ``[2, E]`` (source row in
-                :obj:`proj`, target row in :obj:`h_dst`).
+            edge_index (LongTensor or Tensor): ``[2, E]`` (source row in
+                :obj:`proj`, target row in :obj:`h_dst`), or a
+                :obj:`torch.sparse_csr_tensor` ``adj_t`` of shape
+                ``[num_dst, num_src]`` whose values are the importance
+                weights (then :obj:`edge_weight` is unused).
             edge_weight (Tensor, optional): Importance weights ``[E]``.
         """
         conv = self.convs[k]
         num_src, num_dst = proj.size(0), h_dst.size(0)
-        if conv.pooling != 'max':
+        if is_torch_sparse_tensor(edge_index):
+            # adj_t [num_dst, num_src] (CSR, values = importance weights):
+            adj_t = edge_index
+            if conv.pooling != 'importance':
+                adj_t = torch.sparse_csr_tensor(
+                    adj_t.crow_indices(), adj_t.col_indices(),
+                    torch.ones_like(adj_t.values()), adj_t.size())
+            pooled = conv.propagate(adj_t, x=(proj, h_dst))
+        elif conv.pooling != 'max':
             weight = edge_weight if conv.pooling == 'importance' else None
             adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
                                         size=(num_dst, num_src))
