@@ -166,7 +166,10 @@ def recall(name: str, emb: np.ndarray, kinds: dict, num_queries: int = 2000
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--parts', nargs='+', default=['a', 'b', 'c'])
-    p.add_argument('--datasets', nargs='+', default=['movielens_100k'])
+    p.add_argument('--datasets', nargs='+', default=['movielens_100k'],
+                   help='datasets of part (a)')
+    p.add_argument('--recall-datasets', nargs='+',
+                   default=['movielens_100k', 'movielens_1m'])
     p.add_argument('--batch-sizes', nargs='+', type=int, default=[1, 64])
     p.add_argument('--sizes', nargs='+', type=float,
                    default=[1e6, 2e6, 4e6])
@@ -174,6 +177,8 @@ def main() -> None:
     p.add_argument('--features', type=int, default=32)
     p.add_argument('--walks', type=int, default=100)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--out', default='inference',
+                   help='results/<out>.md and .json')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import faiss
@@ -193,7 +198,7 @@ def main() -> None:
                             args.features, args.walks, args.threads, keep)
     if 'c' in args.parts:
         rows = []
-        for d in args.datasets:
+        for d in args.recall_datasets:
             emb = _dataset_embeddings(d)
             n = len(emb)
             rows += recall(d, emb, {
@@ -295,9 +300,9 @@ def write_markdown(r: dict, args) -> None:
                          f"{c['exact_ms_per_query']:.3f} |")
         lines.append('')
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / 'inference.md'
+    out = RESULTS / f'{args.out}.md'
     out.write_text('\n'.join(lines))
-    (RESULTS / 'inference.json').write_text(json.dumps(r, indent=1,
+    (RESULTS / f'{args.out}.json').write_text(json.dumps(r, indent=1,
                                                        default=str))
     print('\n'.join(lines))
 
