@@ -49,7 +49,8 @@ def _recommend_job(cfg: DictConfig) -> None:
                               f"--help).")
     items = cfg['items']
     items = [items] if isinstance(items, (str, int)) else list(items)
-    rec = Recommender.from_dir(cfg.embeddings)
+    rec = Recommender.from_dir(cfg.embeddings,
+                               index=cfg.get('index', 'exact'))
     out = rec.recommend(items, k=cfg.k, exclude=list(cfg.exclude),
                         combine=bool(cfg.combine))
     with pd.option_context('display.max_rows', None, 'display.width', 200):
@@ -66,6 +67,23 @@ def recommend() -> None:
     r"""``pinsage-recommend``: top-k similar items (with titles) for query
     items, from the embeddings a ``pinsage-train`` run wrote."""
     _recommend()
+
+
+def _embed_job(cfg: DictConfig) -> None:
+    from pinsage_pyg.inference.embed import run
+    run(cfg)
+
+
+@hydra.main(version_base='1.3', config_path='configs', config_name='embed')
+def _embed(cfg: DictConfig) -> None:
+    _friendly(_embed_job, cfg, check=False)
+
+
+def embed() -> None:
+    r"""``pinsage-embed``: embed every item of a dataset with a trained
+    checkpoint, layer-wise, out of core and resumable; writes an
+    embeddings directory with a faiss index."""
+    _embed()
 
 
 if __name__ == '__main__':

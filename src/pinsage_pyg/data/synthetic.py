@@ -1,13 +1,23 @@
 r"""Synthetic interaction logs with realistic structure, for tests and
 benchmarks: skewed (Zipf-like) item popularity and user activity, items in
 latent clusters that users mostly stay within, and sequential structure
-(a user's next item tends to come from the same cluster)."""
+(a user's next item tends to come from the same cluster).
+
+:func:`synthetic_interactions` returns pandas tables that go through the
+normal dataset code path; :func:`synthetic_graph` builds a large graph with
+power-law degrees directly as CSR arrays, for scale benchmarks.
+"""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pinsage_pyg.sampler.walks import BipartiteCSR
 
 
 def synthetic_interactions(
@@ -100,3 +110,129 @@ def _vector_pick(cdf: np.ndarray, ptr: np.ndarray, cl: np.ndarray,
     # searchsorted finds the item inside the right cluster.
     shifted = cdf + np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
     return np.searchsorted(shifted, cl + u)
+
+
+def synthetic_graph(
+    num_items: int,
+    num_users: Optional[int] = None,
+    mean_degree: float = 8.0,
+    degree_exponent: float = 2.2,
+    max_degree: Optional[int] = None,
+    user_skew: float = 3.0,
+    num_clusters: Optional[int] = None,
+    stay_prob: float = 0.9,
+    cold_fraction: float = 0.01,
+    num_features: int = 32,
+    seed: int = 0,
+) -> Tuple['BipartiteCSR', Tensor]:
+    r"""A large item-user graph with realistic skewed degrees, built
+    directly as a :class:`~pinsage_pyg.sampler.BipartiteCSR` plus item
+    features (no pandas, no raw ids: millions of items in seconds).
+
+    * Item degrees follow a discrete power law
+      :math:`P(d) \propto d^{-\gamma}` (:obj:`degree_exponent`
+      :math:`\gamma`, rescaled to :obj:`mean_degree`, capped at
+      :obj:`max_degree`); a :obj:`cold_fraction` of the items has no
+      interactions at all (cold start).
+    * Items and users belong to :obj:`num_clusters` clusters. Each
+      interaction of an item goes, with probability :obj:`stay_prob`, to a
+      user of the item's cluster, otherwise to any user; within the chosen
+      group, user ranks are drawn as :math:`\lfloor n \cdot u^{s} \rfloor`
+      with :math:`u \sim U(0, 1)` and :math:`s` = :obj:`user_skew`, so user
+      activity is power-law skewed (density :math:`\propto r^{1/s - 1}`).
+    * Features: the item's cluster centroid plus Gaussian noise
+      (``num_features - 1`` columns) and a standardised ``log(1 + degree)``
+      column.
+
+    Args:
+        num_items (int): Number of items :math:`N`.
+        num_users (int, optional): Number of users (context nodes).
+            (default: :math:`N / 2`)
+        mean_degree (float): Mean interactions per warm item.
+            (default: ``8.0``)
+        degree_exponent (float): Power-law exponent :math:`\gamma > 2` of
+            the item degrees. (default: ``2.2``)
+        max_degree (int, optional): Largest item degree. (default: the
+            number of users, at most ``100000``)
+        user_skew (float): Skew :math:`s \geq 1` of user activity.
+            (default: ``3.0``)
+        num_clusters (int, optional): (default: :math:`\max(1,
+            \lfloor\sqrt{N}\rfloor / 4)`)
+        stay_prob (float): Probability an interaction stays within the
+            item's cluster. (default: ``0.9``)
+        cold_fraction (float): Fraction of items without interactions.
+            (default: ``0.01``)
+        num_features (int): Feature columns (``>= 1``). (default: ``32``)
+        seed (int): Random seed. (default: ``0``)
+
+    Returns:
+        ``(csr, x)``: the graph and float32 features ``[N, num_features]``.
+    """
+    from pinsage_pyg.sampler.walks import BipartiteCSR
+    if num_items < 1 or num_features < 1:
+        raise ValueError("num_items and num_features must be >= 1")
+    if degree_exponent <= 2.0:
+        raise ValueError(f"degree_exponent must be > 2 (a finite mean; got "
+                         f"{degree_exponent})")
+    if user_skew < 1.0:
+        raise ValueError(f"user_skew must be >= 1 (got {user_skew})")
+    if not (0.0 <= cold_fraction < 1.0 and 0.0 <= stay_prob <= 1.0):
+        raise ValueError("cold_fraction must be in [0, 1) and stay_prob "
+                         "in [0, 1]")
+    num_users = int(num_users or max(1, num_items // 2))
+    num_clusters = int(num_clusters or max(1, int(np.sqrt(num_items)) // 4))
+    rng = np.random.default_rng(seed)
+
+    # Power-law degrees (continuous Pareto with x_min scaled to the mean):
+    xmin = mean_degree * (degree_exponent - 2) / (degree_exponent - 1)
+    u = rng.random(num_items, dtype=np.float32)
+    deg = xmin * (1.0 - u) ** (-1.0 / (degree_exponent - 1.0))
+    max_degree = int(max_degree or min(num_users, 100_000))
+    deg = np.clip(np.rint(deg), 1, max_degree).astype(np.int64)
+    deg[rng.random(num_items, dtype=np.float32) < cold_fraction] = 0
+    del u
+    item_ptr = np.zeros(num_items + 1, dtype=np.int64)
+    np.cumsum(deg, out=item_ptr[1:])
+    num_edges = int(item_ptr[-1])
+
+    # Clusters: items uniformly; users in contiguous blocks of the id range.
+    item_cluster = rng.integers(0, num_clusters, num_items, dtype=np.int32)
+    user_start = (np.arange(num_clusters + 1, dtype=np.int64) * num_users
+                  // num_clusters)
+    edge_cluster = np.repeat(item_cluster, deg)
+    lo, hi = user_start[edge_cluster], user_start[edge_cluster + 1]
+    del edge_cluster
+    anywhere = rng.random(num_edges, dtype=np.float32) >= stay_prob
+    lo[anywhere], hi[anywhere] = 0, num_users
+    del anywhere
+    size = np.maximum(hi - lo, 1)
+    del hi
+    r = rng.random(num_edges, dtype=np.float32) ** np.float32(user_skew)
+    item_users = lo + np.minimum((r * size).astype(np.int64), size - 1)
+    del lo, size, r
+
+    # The user side: a stable counting sort of the edges by user.
+    order = np.argsort(item_users, kind='stable')
+    user_items = np.repeat(np.arange(num_items, dtype=np.int64), deg)[order]
+    user_ptr = np.zeros(num_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(item_users, minlength=num_users),
+              out=user_ptr[1:])
+    del order
+
+    # Features: centroid + noise, and a log-degree column.
+    centroids = rng.standard_normal((num_clusters, num_features),
+                                    dtype=np.float32)
+    x = np.empty((num_items, num_features), dtype=np.float32)
+    step = 1 << 20
+    for lo_ in range(0, num_items, step):  # loop over blocks, not items
+        hi_ = min(lo_ + step, num_items)
+        x[lo_:hi_] = centroids[item_cluster[lo_:hi_]]
+        x[lo_:hi_] += 0.5 * rng.standard_normal((hi_ - lo_, num_features),
+                                                dtype=np.float32)
+    logd = np.log1p(deg).astype(np.float32)
+    x[:, -1] = (logd - logd.mean()) / max(float(logd.std()), 1e-6)
+    csr = BipartiteCSR(torch.from_numpy(item_ptr),
+                       torch.from_numpy(item_users),
+                       torch.from_numpy(user_ptr),
+                       torch.from_numpy(user_items))
+    return csr, torch.from_numpy(x)

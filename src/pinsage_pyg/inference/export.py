@@ -10,7 +10,8 @@ Layout of an embeddings directory (readable with numpy and pandas alone)::
     query_embeddings.npy    float32 [num_items, d]: the query side; only
                             written by asymmetric models
     index.faiss             faiss inner-product index over
-                            item_embeddings.npy (exact by default)
+                            item_embeddings.npy (exact by default; IVF,
+                            IVF-PQ or HNSW for large catalogues)
 
 Every file is written to a temporary name in the same directory and moved
 into place with :func:`os.replace`, so readers never see a half-written
@@ -61,28 +62,106 @@ def save_npy(path: PathLike, array) -> Path:
     return atomic_write(path, write)
 
 
-def build_faiss_index(emb, kind: str = 'flat', nlist: Optional[int] = None):
-    r"""A faiss inner-product index over :obj:`emb`.
+INDEX_KINDS = ('flat', 'ivf', 'ivfpq', 'hnsw')
+
+
+def build_faiss_index(emb, kind: str = 'flat', nlist: Optional[int] = None,
+                      nprobe: Optional[int] = None, hnsw_m: int = 32,
+                      ef_search: int = 128, ef_construction: int = 80,
+                      pq_m: Optional[int] = None, seed: int = 0):
+    r"""A faiss inner-product index over :obj:`emb` (L2-normalised
+    embeddings, so inner product = cosine).
 
     Args:
-        kind (str): ``'flat'`` (exact, default) or ``'ivf'`` (approximate,
-            for large catalogues; ``nlist`` cells, default ``~4 sqrt(n)``).
+        emb: ``[n, d]`` float32 array or tensor (a numpy memmap is fine).
+        kind (str): ``'flat'`` (exact, default); approximate for large
+            catalogues: ``'ivf'`` (inverted lists of exact vectors),
+            ``'ivfpq'`` (inverted lists of product-quantised vectors,
+            built by PyG's
+            :class:`~torch_geometric.nn.pool.ApproxMIPSKNNIndex`) or
+            ``'hnsw'`` (a navigable small-world graph).
+        nlist (int, optional): IVF cells. (default: ``sqrt(n)``, at most
+            ``n / 39``)
+        nprobe (int, optional): IVF cells visited per query, stored in the
+            index. (default: ``max(1, nlist // 16)``)
+        hnsw_m (int): HNSW links per node. (default: ``32``)
+        ef_search (int): HNSW search depth, stored in the index.
+            (default: ``128``)
+        ef_construction (int): HNSW build depth. (default: ``80``)
+        pq_m (int, optional): IVFPQ sub-quantisers (must divide ``d``).
+            (default: the largest of 32, 16, 8, ... dividing ``d``)
+        seed (int): Seed of the k-means training sample. (default: ``0``)
     """
     import faiss
     x = _to_numpy(emb)
     n, d = x.shape
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"faiss index kind must be one of "
+                         f"{list(INDEX_KINDS)} (got {kind!r})")
     if kind == 'flat':
         index = faiss.IndexFlatIP(d)
-    elif kind == 'ivf':
-        nlist = nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))
+        index.add(x)
+        return index
+    if kind == 'hnsw':
+        index = faiss.IndexHNSWFlat(d, int(hnsw_m),
+                                    faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(ef_construction)
+        index.hnsw.efSearch = int(ef_search)
+        index.add(x)
+        return index
+    nlist = int(nlist or max(1, min(n // 39, int(np.sqrt(n)))))
+    if nlist > n:
+        raise ValueError(f"nlist={nlist} IVF cells for {n} vectors: use at "
+                         f"most {n} (about sqrt(n) is typical)")
+    nprobe = int(nprobe or max(1, nlist // 16))
+    # k-means on at most 128 points per cell (faiss wants >= 39):
+    train = x
+    if n > 128 * nlist:
+        rows = np.sort(np.random.default_rng(seed).choice(n, 128 * nlist,
+                                                          replace=False))
+        train = np.ascontiguousarray(x[rows])
+    if kind == 'ivf':
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist,
                                    faiss.METRIC_INNER_PRODUCT)
-        index.train(x)
+        index.train(train)
     else:
-        raise ValueError(f"faiss index kind must be 'flat' or 'ivf' "
-                         f"(got {kind!r})")
-    index.add(x)
+        from torch_geometric.nn.pool import ApproxMIPSKNNIndex
+        pq_m = int(pq_m or next(m for m in (32, 16, 8, 4, 2, 1)
+                                if d % m == 0))
+        if d % pq_m:
+            raise ValueError(f"pq_m={pq_m} must divide the embedding size "
+                             f"{d}")
+        knn = ApproxMIPSKNNIndex(num_cells=nlist, num_cells_to_visit=nprobe,
+                                 bits_per_vector=pq_m)
+        index = knn._create_index(d)
+        index.train(train)
+    index.nprobe = nprobe
+    for lo in range(0, n, 1 << 20):  # add in blocks: no full copy
+        index.add(np.ascontiguousarray(x[lo:lo + (1 << 20)]))
     return index
+
+
+def recall_at_k(index, emb, queries, k: int = 10,
+                exact=None) -> float:
+    r"""Recall@k of :obj:`index` against exact inner-product search:
+    the mean over :obj:`queries` of
+    :math:`|\mathrm{top}_k^{approx}(q) \cap \mathrm{top}_k^{exact}(q)| / k`
+    (the standard ANN recall; the query item itself counts like any
+    other item).
+
+    Args:
+        index: A faiss index over :obj:`emb`.
+        emb: The indexed embeddings ``[n, d]``.
+        queries: Query embeddings ``[q, d]``.
+        k (int): Cut-off. (default: ``10``)
+        exact: A flat index over :obj:`emb` to reuse. (default: built)
+    """
+    q = _to_numpy(queries)
+    exact = exact if exact is not None else build_faiss_index(emb, 'flat')
+    _, truth = exact.search(q, k)
+    _, found = index.search(q, k)
+    hit = (truth[:, :, None] == found[:, None, :]) & (found[:, None, :] >= 0)
+    return float(hit.any(-1).mean())
 
 
 def save_faiss_index(path: PathLike, index) -> Path:
@@ -90,9 +169,24 @@ def save_faiss_index(path: PathLike, index) -> Path:
     return atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
 
 
+def write_items_table(out_dir: PathLike, item_ids: np.ndarray,
+                      info: Optional[pd.DataFrame] = None) -> Path:
+    r"""Writes ``items.parquet``: embedding row, raw ``item_id`` and the
+    display columns of :obj:`info` (indexed by raw item id)."""
+    table = pd.DataFrame({'index': np.arange(len(item_ids)),
+                          'item_id': np.asarray(item_ids).astype(str)})
+    if info is not None:
+        for col in ('title', 'genres', 'year'):
+            if col in info.columns:
+                table[col] = info[col].reindex(table['item_id']).to_numpy()
+    return atomic_write(Path(out_dir) / 'items.parquet',
+                        lambda tmp: table.to_parquet(tmp, index=False))
+
+
 def write_embeddings(out_dir: PathLike, item_ids: np.ndarray, item_emb,
                      query_emb=None, info: Optional[pd.DataFrame] = None,
-                     faiss_index: bool = True) -> Path:
+                     faiss_index: bool = True, index_kind: str = 'flat',
+                     index_params: Optional[dict] = None) -> Path:
     r"""Writes an embeddings directory (see the module docstring).
 
     Args:
@@ -103,25 +197,22 @@ def write_embeddings(out_dir: PathLike, item_ids: np.ndarray, item_emb,
         info (pandas.DataFrame, optional): Display columns (e.g. ``title``)
             indexed by raw item id.
         faiss_index (bool): Also write ``index.faiss``.
+        index_kind (str): Its kind (see :func:`build_faiss_index`).
+            (default: ``'flat'``, exact)
+        index_params (dict, optional): Its parameters.
     """
     out = Path(out_dir)
     item_np = _to_numpy(item_emb)
     if item_np.shape[0] != len(item_ids):
         raise ValueError(f"{item_np.shape[0]} embeddings for "
                          f"{len(item_ids)} item ids")
-    table = pd.DataFrame({'index': np.arange(len(item_ids)),
-                          'item_id': np.asarray(item_ids).astype(str)})
-    if info is not None:
-        for col in ('title', 'genres', 'year'):
-            if col in info.columns:
-                table[col] = info[col].reindex(table['item_id']).to_numpy()
-    atomic_write(out / 'items.parquet',
-                 lambda tmp: table.to_parquet(tmp, index=False))
+    write_items_table(out, item_ids, info)
     save_npy(out / 'item_embeddings.npy', item_np)
     if query_emb is not None:
         save_npy(out / 'query_embeddings.npy', query_emb)
     if faiss_index:
-        save_faiss_index(out / 'index.faiss', build_faiss_index(item_np))
+        save_faiss_index(out / 'index.faiss', build_faiss_index(
+            item_np, index_kind, **(index_params or {})))
     return out
 
 

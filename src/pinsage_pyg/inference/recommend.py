@@ -28,10 +28,15 @@ class Recommender:
         item_emb (np.ndarray): Candidate-side embeddings ``[I, d]``.
         query_emb (np.ndarray, optional): Query-side embeddings (asymmetric
             models); defaults to :obj:`item_emb`.
+        faiss_index (optional): A prebuilt faiss index over
+            :obj:`item_emb` (e.g. an approximate IVF/HNSW index read from
+            ``index.faiss``) searched through PyG's
+            :class:`~torch_geometric.nn.pool.KNNIndex` interface. Default:
+            exact search (:class:`~torch_geometric.nn.pool.MIPSKNNIndex`).
     """
     def __init__(self, items: pd.DataFrame, item_emb: np.ndarray,
-                 query_emb: Optional[np.ndarray] = None):
-        from torch_geometric.nn.pool import MIPSKNNIndex
+                 query_emb: Optional[np.ndarray] = None, faiss_index=None):
+        from torch_geometric.nn.pool import KNNIndex, MIPSKNNIndex
         if len(items) != len(item_emb):
             raise DataError(f"{len(items)} item rows but {len(item_emb)} "
                             f"embeddings: the embeddings directory is "
@@ -41,11 +46,28 @@ class Recommender:
         self.query_emb = self.item_emb if query_emb is None else \
             torch.as_tensor(np.asarray(query_emb, np.float32))
         self._row = pd.Index(self.items['item_id'].astype(str))
-        self.index = MIPSKNNIndex(self.item_emb)
+        if faiss_index is None:
+            self.index = MIPSKNNIndex(self.item_emb)
+        else:
+            if faiss_index.ntotal != len(items):
+                raise DataError(f"The faiss index holds {faiss_index.ntotal} "
+                                f"vectors but there are {len(items)} items: "
+                                f"re-run the export.")
+            import faiss.contrib.torch_utils  # noqa: F401 (torch in/out)
+            self.index = KNNIndex()
+            self.index.index = faiss_index
 
     @classmethod
-    def from_dir(cls, path: Union[str, os.PathLike]) -> 'Recommender':
-        r"""Loads an embeddings directory written by ``pinsage-train``."""
+    def from_dir(cls, path: Union[str, os.PathLike],
+                 index: str = 'exact') -> 'Recommender':
+        r"""Loads an embeddings directory written by ``pinsage-train`` or
+        ``pinsage-embed``.
+
+        Args:
+            index (str): ``'exact'`` (default: brute-force inner product) or
+                ``'stored'`` (search the directory's ``index.faiss``, e.g. an
+                approximate index written with ``output.index=hnsw``).
+        """
         from pathlib import Path
         need = ['items.parquet', 'item_embeddings.npy']
         missing = [f for f in need if not (Path(path) / f).exists()]
@@ -53,7 +75,18 @@ class Recommender:
             raise DataError(f"'{path}' is not an embeddings directory "
                             f"(missing {missing}). Point at the "
                             f"`embeddings/` folder of a pinsage-train run.")
-        return cls(*load_embeddings(path))
+        if index not in ('exact', 'stored'):
+            raise DataError(f"index must be 'exact' or 'stored' (got "
+                            f"{index!r}).")
+        stored = None
+        if index == 'stored':
+            import faiss
+            file = Path(path) / 'index.faiss'
+            if not file.exists():
+                raise DataError(f"'{path}' has no index.faiss; use "
+                                f"index=exact or re-export with an index.")
+            stored = faiss.read_index(str(file))
+        return cls(*load_embeddings(path), faiss_index=stored)
 
     @property
     def num_items(self) -> int:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.utils import (is_torch_sparse_tensor,
+                                   to_torch_csr_tensor)
 
 from pinsage_pyg.nn.conv import PinSageConv
 
@@ -138,35 +140,88 @@ class PinSage(torch.nn.Module):
         raise ValueError(f"side must be 'item', 'query' or 'both' "
                          f"(got {side!r})")
 
+    def project(self, k: int, h: Tensor) -> Tensor:
+        r"""The neighbour messages of layer :obj:`k` (0-based):
+        :meth:`PinSageConv.project` of the layer's input :math:`\mathbf{h}`
+        (computed once per node in layer-wise inference)."""
+        return self.convs[k].project(h)
+
+    def convolve(self, k: int, proj: Tensor, h_dst: Tensor,
+                 edge_index: Tensor,
+                 edge_weight: Optional[Tensor] = None) -> Tensor:
+        r"""Layer :obj:`k` (0-based) of a block of target nodes from the
+        *projected* messages of their neighbours: pooling of :obj:`proj`
+        over :obj:`edge_index` followed by
+        :meth:`PinSageConv.update_nodes`. With
+        ``proj = project(k, h_src)`` this equals
+        ``convs[k]((h_src, h_dst), edge_index, edge_weight)``; it is the one
+        per-layer step shared by :meth:`inference` and the out-of-core
+        :func:`~pinsage_pyg.inference.layerwise_embed`.
+
+        Args:
+            k (int): Layer index.
+            proj (Tensor): Projected source messages ``[num_src, m]``.
+            h_dst (Tensor): Layer inputs of the targets ``[num_dst, m]``.
+            edge_index (LongTensor or Tensor): ``[2, E]`` (source row in
+                :obj:`proj`, target row in :obj:`h_dst`), or a
+                :obj:`torch.sparse_csr_tensor` ``adj_t`` of shape
+                ``[num_dst, num_src]`` whose values are the importance
+                weights (then :obj:`edge_weight` is unused).
+            edge_weight (Tensor, optional): Importance weights ``[E]``.
+        """
+        conv = self.convs[k]
+        num_src, num_dst = proj.size(0), h_dst.size(0)
+        if is_torch_sparse_tensor(edge_index):
+            # adj_t [num_dst, num_src] (CSR, values = importance weights):
+            adj_t = edge_index
+            if conv.pooling != 'importance':
+                adj_t = torch.sparse_csr_tensor(
+                    adj_t.crow_indices(), adj_t.col_indices(),
+                    torch.ones_like(adj_t.values()), adj_t.size())
+            pooled = conv.propagate(adj_t, x=(proj, h_dst))
+        elif conv.pooling != 'max':
+            weight = edge_weight if conv.pooling == 'importance' else None
+            adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
+                                        size=(num_dst, num_src))
+            pooled = conv.propagate(adj_t, x=(proj, h_dst))
+        else:
+            pooled = conv.propagate(edge_index, x=(proj, h_dst),
+                                    size=(num_src, num_dst))
+        return conv.update_nodes(h_dst, pooled)
+
     @torch.no_grad()
     def inference(self, x: Tensor, edge_index: Tensor,
                   edge_weight: Optional[Tensor] = None,
                   chunk_size: int = 65536):
-        r"""Layer-wise full-graph embedding (the paper's MapReduce
-        inference): layer :math:`k` of every node is computed once from
-        layer :math:`k-1` of all nodes, :obj:`chunk_size` target nodes at a
-        time. :obj:`edge_index` must be sorted by target, as built by
-        :func:`~pinsage_pyg.sampler.importance_graph`.
+        r"""Layer-wise full-graph embedding in memory (the paper's MapReduce
+        inference): for every layer, the neighbour messages of all nodes
+        are projected once (:meth:`project`), then every node is updated
+        from its pooled neighbours (:meth:`convolve`), :obj:`chunk_size`
+        target nodes at a time. :obj:`edge_index` must be sorted by target,
+        as built by :func:`~pinsage_pyg.sampler.importance_graph`. For
+        graphs larger than memory, and resumable runs, use
+        :func:`~pinsage_pyg.inference.layerwise_embed` (same maths).
 
         Returns ``(query, item)`` embeddings of all nodes.
         """
         num_nodes = x.size(0)
         dst = edge_index[1]
+        starts = range(0, num_nodes, chunk_size)
         bounds = torch.searchsorted(
             dst, torch.arange(0, num_nodes + chunk_size, chunk_size,
                               device=dst.device).clamp(max=num_nodes))
-        h = torch.cat([self.encode(x[lo:lo + chunk_size])
-                       for lo in range(0, num_nodes, chunk_size)])
-        for conv in self.convs:
+        h = torch.cat([self.encode(x[lo:lo + chunk_size]) for lo in starts])
+        for k in range(self.num_layers):
+            proj = torch.cat([self.project(k, h[lo:lo + chunk_size])
+                              for lo in starts])
             out = []
-            for c, lo in enumerate(range(0, num_nodes, chunk_size)):
+            for c, lo in enumerate(starts):
                 hi = min(lo + chunk_size, num_nodes)
                 e0, e1 = int(bounds[c]), int(bounds[c + 1])
                 ei = edge_index[:, e0:e1].clone()
                 ei[1] -= lo
                 ew = None if edge_weight is None else edge_weight[e0:e1]
-                out.append(conv((h, h[lo:hi]), ei, ew, size=(num_nodes,
-                                                             hi - lo)))
+                out.append(self.convolve(k, proj, h[lo:hi], ei, ew))
             h = torch.cat(out)
         return self.heads(h, 'both')
 

@@ -1,0 +1,252 @@
+r"""The ``pinsage-embed`` job: a trained checkpoint + a dataset -> an
+embeddings directory (the format of
+:func:`~pinsage_pyg.inference.export.write_embeddings`), computed
+layer-wise, out of core and resumably by
+:func:`~pinsage_pyg.inference.layerwise.layerwise_embed`.
+
+The output directory receives the final files only when every stage is
+done; until then the partial results live in its ``.work/`` folder, which a
+re-run with the same arguments resumes. ``embed.json`` (the run's manifest
+and timings) is written last and marks a finished directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Union
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pinsage_pyg.config import ConfigError
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.inference.export import (INDEX_KINDS, atomic_write,
+                                          build_faiss_index,
+                                          save_faiss_index,
+                                          write_items_table)
+from pinsage_pyg.inference.layerwise import (WorkDirMismatch,
+                                             layerwise_embed, run_manifest)
+from pinsage_pyg.nn import PinSage
+
+log = logging.getLogger(__name__)
+
+#: ``pinsage-train`` embeds with walks seeded ``seed + EVAL_GRAPH_OFFSET``
+#: (:attr:`PinSageDataModule.eval_graph`); using the same seed reproduces
+#: the training run's exported embeddings.
+EVAL_GRAPH_OFFSET = 7919
+DONE = 'embed.json'
+MODEL_KEYS = ('in_channels', 'hidden_channels', 'out_channels', 'num_layers',
+              'aggr', 'asymmetric')
+
+
+def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
+    r"""A ``.ckpt`` file, or a ``pinsage-train`` run directory (its best
+    checkpoint from ``summary.json``, else ``checkpoints/last.ckpt``)."""
+    p = Path(path)
+    if p.is_dir():
+        summary = p / 'summary.json'
+        if summary.exists():
+            best = json.loads(summary.read_text()).get('best_checkpoint')
+            if best and Path(best).exists():
+                return Path(best)
+        found = sorted((p / 'checkpoints').glob('*.ckpt')) if \
+            (p / 'checkpoints').is_dir() else []
+        last = p / 'checkpoints' / 'last.ckpt'
+        if last.exists():
+            return last
+        if len(found) == 1:
+            return found[0]
+        raise DataError(f"checkpoint='{path}' is a directory without a "
+                        f"checkpoint (expected summary.json or "
+                        f"checkpoints/last.ckpt of a pinsage-train run); "
+                        f"pass the .ckpt file.")
+    if not p.exists():
+        raise DataError(f"checkpoint='{path}' does not exist; pass the .ckpt "
+                        f"file (or the run directory) of a pinsage-train "
+                        f"run.")
+    return p
+
+
+def load_checkpoint(path: Union[str, os.PathLike]
+                    ) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    r"""Reads a ``pinsage-train`` (Lightning) checkpoint safely
+    (``torch.load(weights_only=True)``): ``(model_kwargs, state_dict)``
+    of its :class:`~pinsage_pyg.nn.PinSage`."""
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # corrupt, truncated, not a checkpoint at all
+        raise DataError(f"checkpoint '{path}' is not a readable PyTorch "
+                        f"checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200] if str(e) else ''})."
+                        f" Use a .ckpt written by pinsage-train.") from None
+    hp = ckpt.get('hyper_parameters') if isinstance(ckpt, dict) else None
+    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
+    if not isinstance(hp, Mapping) or not isinstance(hp.get('model'),
+                                                     Mapping) \
+            or not isinstance(state, Mapping):
+        raise DataError(f"checkpoint '{path}' has no PinSage hyper-parameters"
+                        f" and weights (hyper_parameters.model, state_dict):"
+                        f" use a .ckpt written by pinsage-train.")
+    weights = {k[len('model.'):]: v for k, v in state.items()
+               if k.startswith('model.')}
+    return dict(hp['model']), weights
+
+
+def build_model(kwargs: Mapping[str, Any], weights: Mapping[str, Any],
+                num_features: int, expected: Mapping[str, Any] = ()
+                ) -> PinSage:
+    r"""The checkpoint's model, after checking it against the dataset's
+    feature size and any model settings the config pins."""
+    for key, value in dict(expected or {}).items():
+        if key in kwargs and kwargs[key] != value:
+            raise ConfigError(
+                f"checkpoint/config mismatch: model.{key}={value!r} in the "
+                f"config but the checkpoint was trained with "
+                f"{kwargs[key]!r}. Drop the override or use the matching "
+                f"checkpoint.")
+    if kwargs.get('in_channels') not in (-1, num_features):
+        raise ConfigError(
+            f"checkpoint/config mismatch: the dataset has {num_features} "
+            f"item features but the checkpoint expects "
+            f"{kwargs.get('in_channels')}. Use the data config the model "
+            f"was trained with (data.features.*, data.degree_feature, "
+            f"data.recency_feature).")
+    try:
+        model = PinSage(**kwargs)
+        model.load_state_dict(weights, strict=True)
+    except (RuntimeError, TypeError, ValueError) as e:
+        shape = {k: kwargs.get(k) for k in MODEL_KEYS}
+        raise ConfigError(
+            f"checkpoint's weights do not fit its saved model config "
+            f"{shape} ({str(e).splitlines()[0][:300]}). The checkpoint is "
+            f"damaged or was edited; use the one pinsage-train wrote."
+        ) from None
+    return model.eval()
+
+
+def _plain(node) -> Dict[str, Any]:
+    return {} if node is None else dict(OmegaConf.to_container(node))
+
+
+def _check(cfg: DictConfig) -> None:
+    for key in ('checkpoint', 'output.dir'):
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"pinsage-embed needs {key}=... (see --help).")
+    for key in ('chunk_size', 'walk_chunk_size', 'threads'):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"Invalid config: {key} must be an integer "
+                              f">= 1 (got {v!r}).")
+    kind = cfg.output.index
+    if kind not in (*INDEX_KINDS, 'none', None):
+        raise ConfigError(f"Invalid config: output.index must be one of "
+                          f"{[*INDEX_KINDS, 'none']} (got {kind!r}).")
+
+
+def run(cfg: DictConfig) -> Dict[str, Any]:
+    r"""Embeds every item of ``cfg.data`` with ``cfg.checkpoint``; returns
+    the summary written to ``embed.json``."""
+    from pinsage_pyg.config import SamplerConfig
+    from pinsage_pyg.sampler import BipartiteCSR
+    from pinsage_pyg.training.pipeline import load_dataset
+    _check(cfg)
+    t0 = time.time()
+    torch.set_num_threads(int(cfg.threads))
+    kwargs, weights = load_checkpoint(cfg.checkpoint)
+    sampler = SamplerConfig(**dict(cfg.sampler))
+    ds = load_dataset(cfg.data)
+    model = build_model(kwargs, weights, ds.num_features,
+                        _plain(cfg.get('model')))
+    csr = BipartiteCSR.from_hetero(ds.hetero_data(cfg.data.get(
+        'context_size')))
+    seed = int(cfg.sampler_seed if cfg.sampler_seed is not None
+               else int(cfg.seed) + EVAL_GRAPH_OFFSET)
+    args = dict(num_neighbors=sampler.num_neighbors,
+                num_walks=sampler.num_walks,
+                walk_length=sampler.walk_length,
+                restart_prob=sampler.restart_prob, seed=seed,
+                chunk_size=int(cfg.chunk_size),
+                walk_chunk_size=int(cfg.walk_chunk_size),
+                extra_fingerprint={'dataset': ds.name})
+    out = Path(cfg.output.dir)
+    work = Path(cfg.output.work_dir) if cfg.output.work_dir else \
+        out / '.work'
+    overwrite = bool(cfg.output.overwrite)
+    manifest = None
+    if (out / DONE).exists():
+        manifest = run_manifest(model, ds.x, csr, **args)
+        done = json.loads((out / DONE).read_text())
+        if done.get('manifest') == manifest and not overwrite:
+            print(f"{out} already holds these embeddings "
+                  f"({ds.num_items} items); nothing to do.")
+            return done
+        if not overwrite:
+            raise ConfigError(
+                f"output.dir='{out}' holds embeddings of a different run "
+                f"(another checkpoint, dataset or sampler setting). Choose "
+                f"another output.dir or pass output.overwrite=true.")
+    elif out.exists() and not overwrite and not work.exists() and any(
+            p.name in ('item_embeddings.npy', 'items.parquet')
+            for p in out.iterdir()):
+        raise ConfigError(
+            f"output.dir='{out}' holds embeddings that pinsage-embed did not "
+            f"write; choose another output.dir or pass "
+            f"output.overwrite=true.")
+    if overwrite and (out / DONE).exists():
+        (out / DONE).unlink()
+
+    try:
+        res = layerwise_embed(model, ds.x, csr, work, device=cfg.device,
+                              keep_intermediate=False, overwrite=overwrite,
+                              progress=bool(cfg.progress), **args)
+    except WorkDirMismatch as e:
+        raise ConfigError(f"{e} (output.dir={out})") from None
+    manifest = json.loads((work / 'manifest.json').read_text())
+
+    # Move the finished arrays into place, then the table and index; the
+    # done-marker comes last.
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ('item_embeddings.npy', 'query_embeddings.npy'):
+        if (work / name).exists():
+            os.replace(work / name, out / name)
+    if not model.asymmetric and (out / 'query_embeddings.npy').exists():
+        (out / 'query_embeddings.npy').unlink()
+    write_items_table(out, ds.item_ids, ds.item_info)
+    t_index = time.time()
+    kind = cfg.output.index
+    if kind not in (None, 'none'):
+        import numpy as np
+        emb = np.load(out / 'item_embeddings.npy', mmap_mode='r')
+        params = _plain(cfg.output.get('index_params'))
+        save_faiss_index(out / 'index.faiss',
+                         build_faiss_index(emb, kind, **params))
+    elif (out / 'index.faiss').exists():
+        (out / 'index.faiss').unlink()
+    index_seconds = time.time() - t_index
+    seconds = time.time() - t0
+    summary = {
+        'dataset': ds.name, 'num_items': ds.num_items,
+        'checkpoint': str(resolve_checkpoint(cfg.checkpoint)),
+        'embed_seconds': round(res.seconds, 3),
+        'items_per_second': round(ds.num_items / max(res.seconds, 1e-9), 1),
+        'index': kind, 'index_seconds': round(index_seconds, 3),
+        'total_seconds': round(seconds, 3),
+        'chunks_resumed': res.chunks_resumed,
+        'chunks_computed': res.chunks_computed,
+        'manifest': manifest,
+    }
+    text = json.dumps(summary, indent=2)
+    atomic_write(out / DONE, lambda tmp: Path(tmp).write_text(text))
+    if not cfg.output.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    resumed = (f", resumed {res.chunks_resumed} finished chunks"
+               if res.chunks_resumed else '')
+    print(f"embedded {ds.num_items} items in {res.seconds:.1f}s "
+          f"({summary['items_per_second']:.0f} items/s{resumed}); "
+          f"index={kind} in {index_seconds:.1f}s; embeddings in {out}")
+    return summary

@@ -1,0 +1,497 @@
+r"""Out-of-core, resumable layer-wise embedding of every item (the paper's
+MapReduce inference on one machine).
+
+The job runs in stages; each stage walks over the items in chunks and writes
+its rows into a ``.npy`` file in a work directory (numpy memmaps, so the
+graph may be larger than memory)::
+
+    neighbors      importance neighbourhoods of all items, computed once with
+                   the sampler's own code (:func:`importance_neighbors`):
+                   neighbors.npy int32 [N, T] (-1 padded), weights.npy [N, T]
+    encode         h0 = encoder(x)                       -> h0.npy [N, m]
+    project{k}     p_k = ReLU(Q_k h_{k-1} + q_k), once per node
+                                                         -> p{k}.npy [N, m]
+    layer{k}       h_k = update(h_{k-1}, pool(p_k over N(u), alpha))
+                                                         -> h{k}.npy [N, m]
+    heads          item (and query) embeddings -> item_embeddings.npy [N, d]
+
+Memory is bounded by the chunk size plus the pages of the memmaps the
+kernel keeps resident: a layer chunk gathers the projected rows of its
+targets' neighbours only. The per-layer maths is
+:meth:`PinSage.project <pinsage_pyg.nn.PinSage.project>` and
+:meth:`PinSage.convolve <pinsage_pyg.nn.PinSage.convolve>`, the same
+functions :meth:`PinSage.inference <pinsage_pyg.nn.PinSage.inference>` uses.
+
+Resumability: after a chunk's rows are flushed, ``progress.json`` is
+replaced atomically (``os.replace``) with the number of finished chunks of
+every stage (and, during the walks, the random generator's state). A run
+killed at any point and started again with the same arguments skips the
+finished chunks and recomputes the rest, which gives byte-identical files
+(chunks are computed independently and deterministically for a fixed
+number of torch threads). ``manifest.json`` holds a fingerprint of the
+arguments (model weights and shape, features, graph, sampler settings,
+chunk sizes); a work directory holding another run's partial results is
+refused with :class:`WorkDirMismatch`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pinsage_pyg.inference.export import atomic_write
+from pinsage_pyg.sampler.walks import BipartiteCSR, importance_neighbors
+
+PathLike = Union[str, os.PathLike]
+ArrayLike = Union[Tensor, np.ndarray]
+
+MANIFEST = 'manifest.json'
+PROGRESS = 'progress.json'
+FORMAT_VERSION = 1
+
+
+class WorkDirMismatch(ValueError):
+    r"""The work directory holds (partial) results of a run with different
+    arguments."""
+
+
+# --------------------------------------------------------------- hashing ---
+def _hash_array(h, a: ArrayLike, block_rows: int = 1 << 16) -> None:
+    if isinstance(a, Tensor):
+        a = a.detach().cpu()
+        h.update(f'{tuple(a.shape)}{a.dtype}'.encode())
+        flat = a.reshape(a.size(0), -1) if a.dim() else a.reshape(1, 1)
+        for lo in range(0, flat.size(0), block_rows):
+            h.update(flat[lo:lo + block_rows].contiguous().numpy().tobytes())
+    else:
+        h.update(f'{a.shape}{a.dtype}'.encode())
+        for lo in range(0, max(len(a), 1), block_rows):
+            h.update(np.ascontiguousarray(a[lo:lo + block_rows]).tobytes())
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    r"""A hash of a model's architecture (``repr``) and every weight."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(model).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        _hash_array(h, t)
+    return h.hexdigest()
+
+
+def data_fingerprint(*arrays: ArrayLike) -> str:
+    r"""A hash of the shapes, dtypes and bytes of :obj:`arrays`."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        _hash_array(h, a)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------- npy helpers ---
+def _create_npy(path: Path, dtype, shape) -> None:
+    r"""Creates ``path`` atomically as a (sparse) ``.npy`` of :obj:`shape`."""
+    def write(tmp: str) -> None:
+        mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=dtype,
+                                       shape=shape)
+        mm.flush()
+        del mm
+    atomic_write(path, write)
+
+
+def _write_rows(path: Path, lo: int, rows: np.ndarray) -> None:
+    mm = np.load(path, mmap_mode='r+')
+    mm[lo:lo + len(rows)] = rows
+    mm.flush()
+    del mm  # unmap: resident pages of finished chunks are released
+
+
+def _read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
+    mm = np.load(path, mmap_mode='r')
+    out = np.array(mm[lo:hi])
+    del mm
+    return out
+
+
+def _rows(x: ArrayLike, lo: int, hi: int) -> Tensor:
+    if isinstance(x, Tensor):
+        return x[lo:hi].float()
+    return torch.from_numpy(np.array(x[lo:hi], dtype=np.float32))
+
+
+# ------------------------------------------------------- neighbourhoods ---
+def padded_to_edge_index(neighbors: np.ndarray, weights: np.ndarray,
+                         offset: int = 0) -> tuple[Tensor, Tensor]:
+    r"""Converts padded neighbour lists (``[n, T]``, ``-1`` = no neighbour)
+    to a PyG ``edge_index`` ``[2, E]`` (row 0: neighbour, row 1: item
+    ``offset + i``) sorted by target, and the edge weights ``[E]``."""
+    nbr = torch.from_numpy(np.array(neighbors, dtype=np.int64))
+    w = torch.from_numpy(np.array(weights, dtype=np.float32))
+    valid = nbr >= 0
+    dst = torch.arange(nbr.size(0)).view(-1, 1).expand_as(nbr)[valid]
+    return torch.stack([nbr[valid], dst + offset]), w[valid]
+
+
+def load_neighborhoods(work_dir: PathLike) -> tuple[Tensor, Tensor]:
+    r"""The stored importance neighbourhoods of a (finished or partial) run
+    as ``(edge_index, edge_weight)`` of the whole item graph (the layout of
+    :func:`~pinsage_pyg.sampler.importance_graph`)."""
+    d = Path(work_dir)
+    return padded_to_edge_index(np.load(d / 'neighbors.npy', mmap_mode='r'),
+                                np.load(d / 'weights.npy', mmap_mode='r'))
+
+
+def _pad_neighbors(row: Tensor, item: Tensor, weight: Tensor, n: int,
+                   num_neighbors: int, index_dtype) -> tuple[np.ndarray,
+                                                             np.ndarray]:
+    # `row` is grouped (ascending): rank within the group = slot.
+    ptr = torch.zeros(n + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    slot = torch.arange(row.numel()) - ptr[row]
+    nbr = np.full((n, num_neighbors), -1, dtype=index_dtype)
+    w = np.zeros((n, num_neighbors), dtype=np.float32)
+    nbr[row.numpy(), slot.numpy()] = item.numpy()
+    w[row.numpy(), slot.numpy()] = weight.numpy()
+    return nbr, w
+
+
+# ---------------------------------------------------------------- result ---
+@dataclass
+class LayerwiseResult:
+    r"""What :func:`layerwise_embed` produced.
+
+    Attributes:
+        item_path (Path): ``item_embeddings.npy`` (float32 ``[N, d]``,
+            L2-normalised) in the work directory.
+        query_path (Path, optional): ``query_embeddings.npy`` (asymmetric
+            models only).
+        num_items (int): ``N``.
+        seconds (float): Wall time of this call.
+        chunks_computed (int): Chunks computed by this call.
+        chunks_resumed (int): Finished chunks found from an earlier run.
+    """
+    item_path: Path
+    query_path: Optional[Path]
+    num_items: int
+    seconds: float
+    chunks_computed: int
+    chunks_resumed: int
+
+    def load(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        r"""``(query, item)`` embeddings (memory-mapped by default)."""
+        mode = 'r' if mmap else None
+        item = np.load(self.item_path, mmap_mode=mode)
+        query = item if self.query_path is None else np.load(
+            self.query_path, mmap_mode=mode)
+        return query, item
+
+
+class _Progress:
+    def __init__(self, path: Path):
+        self.path = path
+        self.state: Dict[str, Any] = {'done': {}}
+        if path.exists():
+            self.state = json.loads(path.read_text())
+
+    def done(self, stage: str) -> int:
+        return int(self.state['done'].get(stage, 0))
+
+    def mark(self, stage: str, chunks: int, **extra) -> None:
+        self.state['done'][stage] = chunks
+        self.state.update(extra)
+        text = json.dumps(self.state)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _check_manifest(work: Path, manifest: Dict[str, Any],
+                    overwrite: bool) -> None:
+    path = work / MANIFEST
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {'unreadable': True}
+        if old == manifest:
+            return
+        if not overwrite:
+            diff = sorted(k for k in set(old) | set(manifest)
+                          if old.get(k) != manifest.get(k))
+            raise WorkDirMismatch(
+                f"'{work}' holds partial results of a different run "
+                f"(differs in: {', '.join(diff)}). Re-run with the same "
+                f"arguments to resume it, delete the directory, or choose "
+                f"another output directory (or overwrite=True).")
+        shutil.rmtree(work)
+    elif work.exists() and any(work.iterdir()):
+        if not overwrite:
+            raise WorkDirMismatch(
+                f"'{work}' is not empty and holds no layer-wise embedding "
+                f"manifest; choose an empty or new directory (or "
+                f"overwrite=True).")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(manifest, indent=2, sort_keys=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
+                 num_neighbors: int = 50, num_walks: int = 100,
+                 walk_length: int = 2, restart_prob: float = 0.0,
+                 seed: int = 0, chunk_size: int = 16384,
+                 walk_chunk_size: int = 65536,
+                 extra_fingerprint: Optional[Dict[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    r"""What identifies a :func:`layerwise_embed` run (stored as
+    ``manifest.json``): hashes of the model, the features and the graph,
+    the sampler settings and the chunk sizes."""
+    num_items = csr.num_items
+    return {
+        'format': FORMAT_VERSION,
+        'num_items': int(num_items),
+        'model': model_fingerprint(model),
+        'model_repr': repr(model),
+        'features': data_fingerprint(x),
+        'graph': data_fingerprint(csr.item_ptr, csr.item_users, csr.user_ptr,
+                                  csr.user_items),
+        'sampler': dict(num_neighbors=int(num_neighbors),
+                        num_walks=int(num_walks),
+                        walk_length=int(walk_length),
+                        restart_prob=float(restart_prob), seed=int(seed)),
+        'chunk_size': int(chunk_size),
+        'walk_chunk_size': int(walk_chunk_size),
+        'extra': extra_fingerprint or {},
+    }
+
+
+# ------------------------------------------------------------------- job ---
+@torch.no_grad()
+def layerwise_embed(
+    model,
+    x: ArrayLike,
+    csr: BipartiteCSR,
+    work_dir: PathLike,
+    num_neighbors: int = 50,
+    num_walks: int = 100,
+    walk_length: int = 2,
+    restart_prob: float = 0.0,
+    seed: int = 0,
+    chunk_size: int = 16384,
+    walk_chunk_size: int = 65536,
+    device: Union[str, torch.device] = 'cpu',
+    keep_intermediate: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    extra_fingerprint: Optional[Dict[str, Any]] = None,
+) -> LayerwiseResult:
+    r"""Embeds every item layer-wise, out of core and resumably (see the
+    module docstring for the stages and files).
+
+    The importance neighbourhoods are exactly those of
+    ``importance_graph(csr, num_neighbors=..., seed=seed,
+    chunk_size=walk_chunk_size)`` (the same sampler code and random
+    stream), so with ``seed = train seed + 7919`` they are the evaluation
+    graph of a ``pinsage-train`` run. Items without interactions
+    (cold start) have no neighbours and are embedded from their features.
+    With the same neighbourhoods the result equals the minibatch forward
+    of :class:`~pinsage_pyg.nn.PinSage` on every item (max abs diff
+    :math:`< 10^{-5}` in float32; the test suite checks it).
+
+    Args:
+        model (PinSage): The model (put in eval mode for the run).
+        x (Tensor or np.ndarray): Item features ``[N, F]``; a numpy memmap
+            is read chunk by chunk.
+        csr (BipartiteCSR): Item-context graph of ``N`` items.
+        work_dir (path): Directory for the stage files, ``manifest.json``
+            and ``progress.json``.
+        num_neighbors, num_walks, walk_length, restart_prob: Importance
+            sampling settings (:func:`importance_neighbors`).
+            (default: ``50, 100, 2, 0.0``)
+        seed (int): Seed of the walks. (default: ``0``)
+        chunk_size (int): Items per chunk of the encode/project/layer/head
+            stages; memory grows with ``chunk_size * T * m``.
+            (default: ``16384``)
+        walk_chunk_size (int): Seed items per chunk of the walks (part of
+            the random stream). (default: ``65536``)
+        device: Device of the dense maths. (default: ``'cpu'``)
+        keep_intermediate (bool): Keep ``h*.npy``/``p*.npy`` of finished
+            layers. (default: :obj:`False`)
+        overwrite (bool): Wipe a work directory holding another run's
+            results instead of refusing. (default: :obj:`False`)
+        progress (bool): Show a progress bar. (default: :obj:`False`)
+        extra_fingerprint (dict, optional): More arguments that identify
+            the run (e.g. the dataset config); stored in the manifest.
+
+    Returns:
+        :class:`LayerwiseResult`.
+    """
+    t0 = time.time()
+    num_items = csr.num_items
+    if x.shape[0] != num_items:
+        raise ValueError(f"x has {x.shape[0]} rows but the graph has "
+                         f"{num_items} items")
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-dimensional [N, F] (got shape "
+                         f"{tuple(x.shape)})")
+    in_channels = model.encoder.in_channels
+    if in_channels not in (-1, x.shape[1]):
+        raise ValueError(f"x has {x.shape[1]} features but the model "
+                         f"expects {in_channels}")
+    for name, value in (('chunk_size', chunk_size),
+                        ('walk_chunk_size', walk_chunk_size)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (got "
+                             f"{value!r})")
+    if num_neighbors < 1:
+        raise ValueError(f"num_neighbors (T) must be >= 1 (got "
+                         f"{num_neighbors})")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    work = Path(work_dir)
+    K, m = model.num_layers, model.hidden_channels
+    manifest = run_manifest(model, x, csr, num_neighbors, num_walks,
+                            walk_length, restart_prob, seed, chunk_size,
+                            walk_chunk_size, extra_fingerprint)
+    _check_manifest(work, manifest, overwrite)
+    prog = _Progress(work / PROGRESS)
+    index_dtype = np.int32 if num_items < 2**31 else np.int64
+    counters = {'computed': 0, 'resumed': 0}
+
+    def chunks(stage: str, step: int):
+        r"""Yields the unfinished ``(index, lo, hi)`` of a stage."""
+        n_chunks = total(step)
+        done = prog.done(stage)
+        counters['resumed'] += done
+        bar = None
+        if progress and done < n_chunks:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=num_items, initial=min(done * step, num_items),
+                       desc=stage, unit='item', unit_scale=True,
+                       dynamic_ncols=True)
+        for c in range(done, n_chunks):
+            lo, hi = c * step, min((c + 1) * step, num_items)
+            yield c, lo, hi
+            counters['computed'] += 1
+            if bar is not None:
+                bar.update(hi - lo)
+        if bar is not None:
+            bar.close()
+
+    def total(step: int) -> int:
+        return -(-num_items // step)
+
+    def need(path: Path, stage: str, step: int, dtype, shape) -> bool:
+        r"""Creates or checks a stage's output; whether work is left."""
+        done = prog.done(stage)
+        if done == 0:
+            _create_npy(path, dtype, shape)
+        elif done < total(step) and not path.exists():
+            raise WorkDirMismatch(
+                f"'{work}' is corrupt: {PROGRESS} records finished chunks "
+                f"of stage '{stage}' but {path.name} is missing. Delete the "
+                f"directory and start again.")
+        return done < total(step)
+
+    # 1. Importance neighbourhoods (same code and random stream as
+    # importance_graph(..., seed=seed, chunk_size=walk_chunk_size)).
+    nbr_path, w_path = work / 'neighbors.npy', work / 'weights.npy'
+    T = int(num_neighbors)
+    need(nbr_path, 'neighbors', walk_chunk_size, index_dtype,
+         (num_items, T))
+    need(w_path, 'neighbors', walk_chunk_size, np.float32, (num_items, T))
+    gen = torch.Generator(device=csr.item_ptr.device)
+    gen.manual_seed(int(seed))
+    if prog.done('neighbors') > 0 and 'rng' in prog.state:
+        gen.set_state(torch.frombuffer(bytearray(base64.b64decode(
+            prog.state['rng'])), dtype=torch.uint8))
+    for c, lo, hi in chunks('neighbors', walk_chunk_size):
+        seeds = torch.arange(lo, hi, device=csr.item_ptr.device)
+        row, item, w = importance_neighbors(csr, seeds, T, num_walks,
+                                            walk_length, restart_prob,
+                                            gen)
+        nbr, wt = _pad_neighbors(row.cpu(), item.cpu(), w.cpu(), hi - lo,
+                                 T, index_dtype)
+        _write_rows(nbr_path, lo, nbr)
+        _write_rows(w_path, lo, wt)
+        state = base64.b64encode(gen.get_state().numpy().tobytes())
+        prog.mark('neighbors', c + 1, rng=state.decode())
+
+    # 2. h0 = encoder(x).
+    h_path = work / 'h0.npy'
+    need(h_path, 'encode', chunk_size, np.float32, (num_items, m))
+    for c, lo, hi in chunks('encode', chunk_size):
+        h = model.encode(_rows(x, lo, hi).to(device))
+        _write_rows(h_path, lo, h.cpu().numpy())
+        prog.mark('encode', c + 1)
+
+    # 3. Layers: project every node once, then pool + update.
+    for k in range(K):
+        p_path = work / f'p{k + 1}.npy'
+        out_path = work / f'h{k + 1}.npy'
+        need(p_path, f'project{k + 1}', chunk_size, np.float32,
+             (num_items, m))
+        for c, lo, hi in chunks(f'project{k + 1}', chunk_size):
+            p = model.project(k, torch.from_numpy(
+                _read_rows(h_path, lo, hi)).to(device))
+            _write_rows(p_path, lo, p.cpu().numpy())
+            prog.mark(f'project{k + 1}', c + 1)
+        proj = np.load(p_path, mmap_mode='r') if need(
+            out_path, f'layer{k + 1}', chunk_size, np.float32,
+            (num_items, m)) else None
+        for c, lo, hi in chunks(f'layer{k + 1}', chunk_size):
+            nbr = torch.from_numpy(_read_rows(nbr_path, lo, hi)).long()
+            wt = torch.from_numpy(_read_rows(w_path, lo, hi))
+            # One source row per (target, neighbour) pair: the gathered
+            # messages are already in CSR order (no sort, no unique).
+            valid = nbr >= 0
+            src = nbr[valid]
+            crow = torch.zeros(hi - lo + 1, dtype=torch.long)
+            torch.cumsum(valid.sum(1), 0, out=crow[1:])
+            adj_t = torch.sparse_csr_tensor(
+                crow, torch.arange(src.numel()), wt[valid],
+                (hi - lo, src.numel())).to(device)
+            p_src = torch.from_numpy(proj[src.numpy()]).to(device)
+            h_dst = torch.from_numpy(_read_rows(h_path, lo, hi))
+            out = model.convolve(k, p_src, h_dst.to(device), adj_t)
+            _write_rows(out_path, lo, out.cpu().numpy())
+            prog.mark(f'layer{k + 1}', c + 1)
+        proj = None  # unmap
+        if not keep_intermediate:
+            for old in (p_path, h_path):
+                if old.exists():
+                    old.unlink()
+        h_path = out_path
+
+    # 4. Heads.
+    item_path = work / 'item_embeddings.npy'
+    query_path = work / 'query_embeddings.npy' if model.asymmetric \
+        else None
+    d = model.out_channels
+    need(item_path, 'heads', chunk_size, np.float32, (num_items, d))
+    if query_path is not None:
+        need(query_path, 'heads', chunk_size, np.float32, (num_items, d))
+    for c, lo, hi in chunks('heads', chunk_size):
+        h = torch.from_numpy(_read_rows(h_path, lo, hi)).to(device)
+        query, item = model.heads(h, 'both')
+        _write_rows(item_path, lo, item.cpu().numpy())
+        if query_path is not None:
+            _write_rows(query_path, lo, query.cpu().numpy())
+        prog.mark('heads', c + 1)
+    if not keep_intermediate and h_path.exists():
+        h_path.unlink()
+    return LayerwiseResult(
+        item_path=work / 'item_embeddings.npy',
+        query_path=(work / 'query_embeddings.npy') if model.asymmetric
+        else None,
+        num_items=num_items, seconds=time.time() - t0,
+        chunks_computed=counters['computed'],
+        chunks_resumed=counters['resumed'])
+

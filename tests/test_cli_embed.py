@@ -1,0 +1,214 @@
+r"""``pinsage-embed``: checkpoint + dataset -> embeddings directory."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from pinsage_pyg.config import ConfigError
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.inference.embed import run as embed_run
+
+TINY_TRAIN = [
+    'model.hidden_channels=16', 'model.out_channels=8',
+    'sampler.num_walks=10', 'sampler.num_neighbors=5',
+    'sampler.num_negatives=20', 'data.batch_size=256', 'data.num_workers=0',
+    'trainer.max_epochs=1', 'trainer.enable_progress_bar=false',
+    'evaluate.baselines=false', 'seed=3',
+]
+SAMPLER = ['sampler.num_walks=10', 'sampler.num_neighbors=5', 'seed=3',
+           'progress=false', 'chunk_size=16']
+
+
+def files_args(root):
+    return [
+        'data=files', f'data.interactions={root / "interactions.csv"}',
+        f'data.items={root / "items.csv"}',
+        'data.unknown_feature_items=embed',
+        'data.features.text_columns=[title]',
+        'data.features.multilabel_columns=[genres]',
+        'data.features.numeric_columns=[year]',
+    ]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    r"""A 1-epoch pinsage-train run on a tiny CSV dataset (in-process)."""
+    from pinsage_pyg.data.synthetic import synthetic_interactions
+    from pinsage_pyg.training.pipeline import run as train_run
+    root = tmp_path_factory.mktemp('data')
+    inter, items = synthetic_interactions(num_users=50, num_items=70,
+                                          num_interactions=1200)
+    # Five catalogue items nobody interacted with (cold start):
+    extra = items.iloc[:5].assign(item=[f'cold{i}' for i in range(5)])
+    items = pd.concat([items, extra], ignore_index=True)
+    inter.to_csv(root / 'interactions.csv', index=False)
+    items.to_csv(root / 'items.csv', index=False)
+    run_dir = tmp_path_factory.mktemp('run')
+    with initialize_config_module(config_module='pinsage_pyg.configs',
+                                  version_base='1.3'):
+        cfg = compose('train', overrides=[*files_args(root), *TINY_TRAIN,
+                                          f'output.dir={run_dir}'])
+    threads = torch.get_num_threads()
+    train_run(cfg)
+    torch.set_num_threads(threads)
+    return root, run_dir, items
+
+
+def compose_embed(overrides):
+    with initialize_config_module(config_module='pinsage_pyg.configs',
+                                  version_base='1.3'):
+        return compose('embed', overrides=list(overrides))
+
+
+def embed_cfg(trained, out, *extra):
+    root, run_dir, _ = trained
+    return compose_embed([*files_args(root), *SAMPLER,
+                          f'checkpoint={run_dir}', f'output.dir={out}',
+                          *extra])
+
+
+def run_cli(args, cwd, timeout=300):
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+        [str(Path(__file__).parents[1] / 'src'),
+         os.environ.get('PYTHONPATH', '')])}
+    code = 'from pinsage_pyg.cli import embed; embed()'
+    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd,
+                          env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_matches_training_export(trained, tmp_path):
+    root, run_dir, items = trained
+    out = tmp_path / 'emb'
+    cwd = tmp_path / 'cwd'
+    cwd.mkdir()
+    proc = run_cli([*files_args(root), *SAMPLER, f'checkpoint={run_dir}',
+                    f'output.dir={out}'], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'embedded 75 items in' in proc.stdout
+    assert 'items/s' in proc.stdout
+    assert list(cwd.iterdir()) == []  # nothing in the working directory
+    # Same format as the training run's export, raw ids kept, and the same
+    # numbers: the walks are the training run's evaluation graph.
+    table = pd.read_parquet(out / 'items.parquet')
+    assert list(table['item_id']) == list(items['item'].astype(str))
+    assert list(table['title']) == list(items['title'])
+    emb = np.load(out / 'item_embeddings.npy')
+    ref = np.load(run_dir / 'embeddings' / 'item_embeddings.npy')
+    assert emb.shape == (75, 8)
+    assert np.abs(emb - ref).max() < 1e-5
+    assert np.isfinite(emb[-5:]).all()  # cold-start items are embedded
+    import faiss
+    assert faiss.read_index(str(out / 'index.faiss')).ntotal == 75
+    summary = json.loads((out / 'embed.json').read_text())
+    assert summary['num_items'] == 75 and summary['index'] == 'flat'
+    assert not (out / '.work').exists()
+    # A re-run with the same arguments has nothing to do:
+    again = embed_run(embed_cfg(trained, out))
+    assert again['manifest'] == summary['manifest']
+
+
+def test_recommend_on_an_approximate_index(trained, tmp_path):
+    from pinsage_pyg.inference.recommend import Recommender
+    out = tmp_path / 'emb'
+    embed_run(embed_cfg(trained, out, 'output.index=hnsw',
+                        '+output.index_params.hnsw_m=8'))
+    import faiss
+    assert isinstance(faiss.read_index(str(out / 'index.faiss')),
+                      faiss.IndexHNSWFlat)
+    rec = Recommender.from_dir(out, index='stored')
+    res = rec.recommend(['i1'], k=5)
+    assert len(res) == 5 and 'i1' not in set(res['item_id'])
+    with pytest.raises(DataError, match='k=80'):
+        rec.recommend(['i1'], k=80)  # larger than the catalogue
+    with pytest.raises(DataError, match='Unknown item'):
+        rec.recommend(['nope'])
+
+
+def test_missing_and_corrupt_checkpoints(trained, tmp_path):
+    with pytest.raises(DataError, match='does not exist'):
+        embed_run(embed_cfg(trained, tmp_path / 'a',
+                            f'checkpoint={tmp_path / "none.ckpt"}'))
+    bad = tmp_path / 'bad.ckpt'
+    bad.write_bytes(b'this is not a checkpoint')
+    with pytest.raises(DataError, match='not a readable PyTorch checkpoint'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', f'checkpoint={bad}'))
+    # A truncated real checkpoint:
+    real = sorted((trained[1] / 'checkpoints').glob('*.ckpt'))[0]
+    cut = tmp_path / 'cut.ckpt'
+    cut.write_bytes(real.read_bytes()[:2000])
+    with pytest.raises(DataError, match='not a readable'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', f'checkpoint={cut}'))
+    plain = tmp_path / 'plain.ckpt'
+    torch.save({'weights': torch.zeros(2)}, plain)
+    with pytest.raises(DataError, match='no PinSage hyper-parameters'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', f'checkpoint={plain}'))
+    assert not (tmp_path / 'a').exists()  # nothing written
+
+
+def test_checkpoint_config_mismatch(trained, tmp_path):
+    with pytest.raises(ConfigError, match='features but the checkpoint'):
+        embed_run(embed_cfg(trained, tmp_path / 'a',
+                            'data.features.text_dim=64'))
+    with pytest.raises(ConfigError, match=r'model.num_layers=3.*with 2'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', '+model.num_layers=3'))
+    # Weights that do not fit the saved hyper-parameters (edited K):
+    real = sorted((trained[1] / 'checkpoints').glob('*.ckpt'))[0]
+    ckpt = torch.load(real, weights_only=True)
+    ckpt['hyper_parameters']['model']['hidden_channels'] = 32
+    edited = tmp_path / 'edited.ckpt'
+    torch.save(ckpt, edited)
+    with pytest.raises(ConfigError, match='do not fit its saved model'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', f'checkpoint={edited}'))
+    assert not (tmp_path / 'a').exists()
+
+
+def test_output_dir_of_another_run_is_refused(trained, tmp_path):
+    out = tmp_path / 'emb'
+    embed_run(embed_cfg(trained, out, 'output.keep_work=true'))
+    before = (out / 'item_embeddings.npy').read_bytes()
+    with pytest.raises(ConfigError, match='different run'):
+        embed_run(embed_cfg(trained, out, 'sampler_seed=1'))
+    assert (out / 'item_embeddings.npy').read_bytes() == before
+    # Another run's partial results (its work dir, half done):
+    other = tmp_path / 'other'
+    other.mkdir()
+    work = other / '.work'
+    os.replace(out / '.work', work)
+    progress = json.loads((work / 'progress.json').read_text())
+    # Only the walks had finished when it stopped:
+    progress['done'] = {'neighbors': progress['done']['neighbors']}
+    (work / 'progress.json').write_text(json.dumps(progress))
+    with pytest.raises(ConfigError, match='partial results of a different'):
+        embed_run(embed_cfg(trained, other, 'sampler_seed=1'))
+    # ... which the same arguments resume and finish:
+    res = embed_run(embed_cfg(trained, other))
+    assert res['chunks_resumed'] > 0
+    assert (other / 'item_embeddings.npy').read_bytes() == before
+    res = embed_run(embed_cfg(trained, out, 'sampler_seed=1',
+                              'output.overwrite=true'))
+    assert res['manifest']['sampler']['seed'] == 1
+    # A directory with embeddings pinsage-embed did not write:
+    foreign = trained[1] / 'embeddings'
+    with pytest.raises(ConfigError, match='did not write'):
+        embed_run(embed_cfg(trained, foreign))
+
+
+@pytest.mark.slow
+def test_cli_error_is_one_clear_line(trained, tmp_path):
+    root, _, _ = trained
+    proc = run_cli([*files_args(root), f'checkpoint={tmp_path / "x.ckpt"}',
+                    f'output.dir={tmp_path / "o"}'], tmp_path)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines()
+              if ln.startswith('error:')]
+    assert len(errors) == 1 and 'does not exist' in errors[0]
+    assert 'Traceback' not in proc.stderr
