@@ -262,3 +262,22 @@ def test_export_rejects_bad_shapes(tmp_path):
     with pytest.raises(DataError, match=r'shape \[2, num_edges\]'):
         export_neighbors(tmp_path / 'n.parquet', torch.zeros(3, 4).long())
     assert not list(tmp_path.iterdir())
+
+
+def test_load_model_from_lightning_checkpoint(tmp_path):
+    from pinsage_pyg.training.module import PinSageModule
+    module = PinSageModule(model=dict(in_channels=5, hidden_channels=8,
+                                      out_channels=4, num_layers=2,
+                                      asymmetric=True),
+                           loss={'name': 'max_margin'},
+                           optimizer={'lr': 1e-3})
+    # What Lightning's ModelCheckpoint writes for this module:
+    torch.save({'state_dict': module.state_dict(),
+                'hyper_parameters': dict(module.hparams)},
+               tmp_path / 'best.ckpt')
+    model = load_model(tmp_path / 'best.ckpt')
+    assert not model.training and model.asymmetric and model.num_layers == 2
+    x = torch.randn(3, 5)
+    ei = torch.tensor([[1, 2], [0, 0]])
+    for a, b in zip(model.inference(x, ei), module.model.inference(x, ei)):
+        assert torch.equal(a, b)

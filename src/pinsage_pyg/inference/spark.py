@@ -40,7 +40,8 @@ All per-layer maths calls the same torch modules as the local path
 :meth:`PinSageConv.update_nodes`, :meth:`PinSage.heads`; the weights are
 broadcast to the workers), so there is one source of truth. Only the
 pooling :math:`\gamma` is expressed in Spark, as a native distributed
-aggregation (:class:`pyspark.ml.stat.Summarizer`, in float64):
+aggregation (a join, ``collect_list`` per target and higher-order array
+functions, in float64 in the JVM):
 
 - ``importance``: :math:`\mathbf{n}_u = \sum_v \alpha_{u,v} \mathbf{m}_v
   / \sum_v \alpha_{u,v}`;
@@ -401,19 +402,24 @@ def spark_session(master: Optional[str] = 'local[2]',
     r"""A :class:`~pyspark.sql.SparkSession` for the job.
 
     For a ``local[...]`` master the Python workers use this interpreter
-    (``PYSPARK_PYTHON`` unless already set), the web UI is off and the
-    shuffle has :obj:`shuffle_partitions` partitions (default: 4 locally,
-    Spark's default otherwise). Under ``spark-submit`` pass
-    ``master=None`` to keep the submitted master and configuration.
+    (``PYSPARK_PYTHON`` unless already set), the web UI and the console
+    progress bar are off and the shuffle has :obj:`shuffle_partitions`
+    partitions (default: 4 locally, Spark's default otherwise). Under
+    ``spark-submit`` pass ``master=None`` to keep the submitted master and
+    configuration.
 
     Args:
         master (str, optional): ``local[2]``, ``yarn``, ``k8s://...``,
-            ``spark://...`` or :obj:`None`. (default: ``"local[2]"``)
+            ``spark://...`` or :obj:`None` (the master ``spark-submit``
+            gave, or ``local[*]`` outside ``spark-submit``).
+            (default: ``"local[2]"``)
         app_name (str): The application name.
         shuffle_partitions (int, optional): ``spark.sql.shuffle.partitions``.
         conf (dict, optional): Further Spark configuration.
     """
     from pyspark.sql import SparkSession
+    if master is None and 'PYSPARK_GATEWAY_PORT' not in os.environ:
+        master = 'local[*]'  # a plain Python process, not spark-submit
     local = master is not None and master.startswith('local')
     if local:
         os.environ.setdefault('PYSPARK_PYTHON', sys.executable)
@@ -422,6 +428,7 @@ def spark_session(master: Optional[str] = 'local[2]',
         builder = builder.master(master)
     if local:
         builder = builder.config('spark.ui.enabled', 'false') \
+            .config('spark.ui.showConsoleProgress', 'false') \
             .config('spark.sql.shuffle.partitions',
                     str(shuffle_partitions or 4))
     elif shuffle_partitions is not None:
@@ -452,17 +459,27 @@ class _FS:
             raise OSError(f"could not rename '{src}' to '{dst}'")
 
 
-def _qualify(path: PathLike) -> str:
-    r"""Absolute local paths for scheme-less inputs, URIs unchanged."""
+def _has_scheme(path: str) -> bool:
+    return '://' in path or path.startswith('file:')
+
+
+def _qualify(spark, path: PathLike) -> str:
+    r"""Scheme-less paths are made absolute when Spark's default file
+    system is the local one (so the driver and local workers agree);
+    URIs, and paths on a cluster's default file system, are kept."""
     path = os.fspath(path)
-    return path if '://' in path or path.startswith('file:') else \
-        os.path.abspath(path)
+    path = path.rstrip('/') or path
+    if _has_scheme(path):
+        return path
+    default_fs = spark.sparkContext._jsc.hadoopConfiguration().get(
+        'fs.defaultFS') or 'file:///'
+    return os.path.abspath(path) if default_fs.startswith('file:') else path
 
 
 def _read_model_bytes(spark, path: str) -> bytes:
     local = path[len('file:'):] if path.startswith('file:') else path
     local = local[2:] if local.startswith('//') else local
-    if '://' not in path or path.startswith('file:'):
+    if not _has_scheme(path) or path.startswith('file:'):
         if not os.path.isfile(local):
             raise ConfigError(f"model file '{path}' does not exist (on the "
                               f"driver). Write it with save_model(...).")
@@ -567,32 +584,42 @@ def _validate(items, neighbors, items_path: str, neighbors_path: str,
     return num_items, int(row['e'])
 
 
-def _pool(neighbors, proj, aggr: str):
-    r"""The neighbour pooling :math:`\gamma` per target, in Spark (the only
-    maths not delegated to the torch modules)."""
-    from pyspark.ml.functions import array_to_vector, vector_to_array
-    from pyspark.ml.stat import Summarizer
+def _pool(neighbors, proj, aggr: str, dim: int):
+    r"""The neighbour pooling :math:`\gamma` per target, in Spark SQL (the
+    only maths not delegated to the torch modules): the projected vectors
+    are joined to the neighbour lists, collected per target (at most the
+    neighbourhood size, e.g. T = 50) and reduced in float64 with
+    higher-order array functions, all in the JVM."""
     from pyspark.sql import functions as F
     joined = neighbors.join(proj.withColumnRenamed('item_id', 'neighbor'),
                             'neighbor')
-    vec = array_to_vector(F.col('m'))
     if aggr == 'importance':
-        # sum_v alpha_uv m_v / sum_v alpha_uv (zero weights add nothing;
-        # a target whose weights are all zero pools to zero, as locally):
+        # Zero weights add nothing; a target whose weights are all zero
+        # has no rows left and pools to zero, as locally.
         joined = joined.filter(F.col('weight') > 0)
-        pooled = Summarizer.mean(vec, F.col('weight'))
     elif aggr == 'mean':
         # The plain mean over the distinct neighbours (a repeated
         # (target, neighbor) row counts once, as in the local CSR):
-        joined = joined.dropDuplicates(['target', 'neighbor'])
-        pooled = Summarizer.mean(vec)
-    elif aggr == 'max':
-        pooled = Summarizer.max(vec)
-    else:
+        joined = joined.dropDuplicates(['target', 'neighbor']) \
+            .withColumn('weight', F.lit(1.0).cast('double'))
+    elif aggr != 'max':
         raise ConfigError(f"unsupported pooling aggr={aggr!r}")
-    return joined.groupBy('target').agg(pooled.alias('n')).select(
-        F.col('target').alias('item_id'),
-        vector_to_array(F.col('n'), 'float32').alias('n'))
+    grouped = joined.groupBy('target').agg(
+        F.collect_list(F.struct('weight', 'm')).alias('nb'),
+        F.sum('weight').alias('den'))
+    if aggr == 'max':
+        first = F.transform(F.element_at('nb', 1)['m'],
+                            lambda v: v.cast('double'))
+        pooled = F.aggregate('nb', first, lambda acc, x: F.zip_with(
+            acc, x['m'], lambda a, b: F.greatest(a, b.cast('double'))))
+    else:
+        # sum_v alpha_uv m_v / sum_v alpha_uv
+        zero = F.array_repeat(F.lit(0.0).cast('double'), dim)
+        num = F.aggregate('nb', zero, lambda acc, x: F.zip_with(
+            acc, x['m'], lambda a, b: a + x['weight'] * b))
+        pooled = F.transform(num, lambda v: v / F.col('den'))
+    return grouped.select(F.col('target').alias('item_id'),
+                          pooled.cast('array<float>').alias('n'))
 
 
 def spark_layerwise_embed(
@@ -652,12 +679,15 @@ def spark_layerwise_embed(
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
-    items_path, neighbors_path = _qualify(items_path), _qualify(
-        neighbors_path)
-    model_path, out_path = _qualify(model_path), _qualify(out_path)
+    items_path, neighbors_path, out_path = (
+        _qualify(spark, p) for p in (items_path, neighbors_path, out_path))
+    model_path = os.fspath(model_path)
     if num_partitions is not None and num_partitions < 1:
         raise ConfigError(f"num_partitions must be >= 1 (got "
                           f"{num_partitions}).")
+    if torch_threads < 0:
+        raise ConfigError(f"torch_threads must be >= 0 (got "
+                          f"{torch_threads}).")
     fs = _FS(spark, out_path)
     if fs.exists(out_path) and not overwrite:
         raise DataError(f"output '{out_path}' already exists; choose another"
@@ -683,6 +713,8 @@ def spark_layerwise_embed(
         .cast('double').alias('weight'))
     num_items, num_edges = _validate(items, neighbors, items_path,
                                      neighbors_path, in_channels, has_weight)
+    log.info('inputs checked: %d items, %d edges (%.1fs)', num_items,
+             num_edges, time.perf_counter() - t0)
     if num_partitions is not None:
         items = items.repartition(num_partitions)
 
@@ -708,7 +740,8 @@ def spark_layerwise_embed(
             proj = h.mapInPandas(
                 _project_fn(broadcast, key, threads, k, hidden),
                 'item_id long, m array<float>')
-            pooled = _pool(neighbors, proj, conv.pooling)
+            pooled = _pool(neighbors, proj, conv.pooling,
+                           conv.hidden_channels)
             h = materialise(
                 h.join(pooled, 'item_id', 'left').mapInPandas(
                     _update_fn(broadcast, key, threads, k, hidden,
