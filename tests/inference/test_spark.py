@@ -7,7 +7,8 @@ L2-normalised float32 embedding (Spark pools in float64, torch in float32;
 the observed difference is ~1e-7).
 
 One SparkSession for the module; needs ``pip install pinsage_pyg[spark]``
-and Java 17 (skipped otherwise).
+and Java 17 (skipped otherwise). Tests that run a whole Spark job are
+marked slow (Spark's fixed cost per job is seconds on a small machine).
 """
 import os
 import shutil
@@ -100,6 +101,7 @@ def test_parity_movielens_100k(spark, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['in', 'out']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('aggr,asymmetric', [('importance', True),
                                              ('mean', False)])
 def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
@@ -117,9 +119,11 @@ def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
     assert asymmetric == (not np.allclose(item_emb, query_emb))
 
 
+@pytest.mark.slow
 def test_cli_max_pooling_raw_ids_no_weights(spark, tmp_path, capsys):
     r"""Through the command line: max pooling, three layers, sparse integer
-    item ids in shuffled order and no weight column."""
+    item ids in shuffled order, no weight column, replacing an older
+    output."""
     x, edge_index, _ = _graph(num_nodes=30, num_edges=150, seed=2)
     torch.manual_seed(2)
     model = PinSage(6, 8, 4, num_layers=3, aggr='max').eval()
@@ -127,13 +131,16 @@ def test_cli_max_pooling_raw_ids_no_weights(spark, tmp_path, capsys):
     export_items(tmp_path / 'items.parquet', x, item_ids=ids)
     export_neighbors(tmp_path / 'nb.parquet', edge_index, item_ids=ids)
     save_model(tmp_path / 'model.pt', model)
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'old.txt').write_text('a previous run')
     summary = main(['--items', str(tmp_path / 'items.parquet'),
                     '--neighbors', str(tmp_path / 'nb.parquet'),
                     '--model', str(tmp_path / 'model.pt'),
                     '--out', str(tmp_path / 'out'), '--master', 'local[2]',
-                    '--partitions', '3'])
+                    '--partitions', '3', '--overwrite'])
     assert 'embedded 30 items (150 neighbour edges, 3 layers)' in \
         capsys.readouterr().out
+    assert not (tmp_path / 'out' / 'old.txt').exists()  # replaced whole
     assert summary['num_layers'] == 3
     _, item = model.inference(x, edge_index)
     got_ids, item_emb, _ = read_embeddings(tmp_path / 'out')
@@ -161,7 +168,8 @@ def _run(spark, inputs, out, **kw):
                                  overwrite=args.get('overwrite', False))
 
 
-def test_existing_output_and_failed_rename_leave_nothing_half(
+@pytest.mark.slow
+def test_existing_output_and_failed_run_leave_nothing_half(
         spark, inputs, tmp_path, monkeypatch):
     out = tmp_path / 'out'
     out.mkdir()
@@ -171,19 +179,19 @@ def test_existing_output_and_failed_rename_leave_nothing_half(
     assert (out / 'keep.txt').read_text() == 'a previous run'
 
     from pinsage_pyg.inference import spark as job
+    rename = job._FS.rename
 
-    def fail(self, src, dst):
-        raise OSError('disk full')
+    def fail_on_final(self, src, dst):
+        if src.endswith('/embeddings'):  # the finished output
+            raise OSError('disk full')
+        rename(self, src, dst)
 
-    monkeypatch.setattr(job._FS, 'rename', fail)
+    monkeypatch.setattr(job._FS, 'rename', fail_on_final)
     with pytest.raises(OSError, match='disk full'):
-        _run(spark, inputs, tmp_path / 'fresh')
-    # Neither the output nor the temporary work directory is left behind:
+        _run(spark, inputs, out, overwrite=True)
+    # The previous output is back and no temporary directory is left:
     assert sorted(p.name for p in tmp_path.iterdir()) == ['in', 'out']
-    monkeypatch.undo()
-    _run(spark, inputs, out, overwrite=True)
-    assert not (out / 'keep.txt').exists()
-    assert len(read_embeddings(out)[0]) == 20
+    assert sorted(p.name for p in out.iterdir()) == ['keep.txt']
 
 
 def test_missing_and_unreadable_inputs(spark, inputs, tmp_path):
@@ -218,11 +226,13 @@ def test_model_and_data_mismatch(spark, inputs, tmp_path):
     assert not (tmp_path / 'o').exists()
 
 
+@pytest.mark.slow
 def test_bad_neighbor_lists(spark, inputs, tmp_path):
     nb = pd.read_parquet(inputs['neighbors'])
     cases = {
         'unknown': (nb.assign(neighbor=nb['neighbor'].where(
-            nb.index != 3, 999)), r'not in items.*\[999\]'),
+            nb.index != 3, 999)), r'1 distinct target/neighbor ids are not '
+                                  r'in items .*smallest 999, largest 999'),
         'negative': (nb.assign(weight=nb['weight'].where(nb.index != 0,
                                                          -1.0)),
                      '1 null, NaN or negative weights'),

@@ -459,6 +459,20 @@ class _FS:
             raise OSError(f"could not rename '{src}' to '{dst}'")
 
 
+def _replace(fs: _FS, src: str, dst: str, backup: str) -> None:
+    r"""Moves :obj:`src` to :obj:`dst`; an existing :obj:`dst` is moved
+    to :obj:`backup` first and restored if the move fails."""
+    had_old = fs.exists(dst)
+    if had_old:
+        fs.rename(dst, backup)
+    try:
+        fs.rename(src, dst)
+    except BaseException:
+        if had_old and not fs.exists(dst):
+            fs.rename(backup, dst)
+        raise
+
+
 def _has_scheme(path: str) -> bool:
     return '://' in path or path.startswith('file:')
 
@@ -527,16 +541,32 @@ def _check_columns(df, path: str, what: str, need: Mapping[str, str],
 
 def _validate(items, neighbors, items_path: str, neighbors_path: str,
               in_channels: int, has_weight: bool) -> tuple[int, int]:
-    r"""Checks the inputs against each other and the model; returns
-    ``(num_items, num_edges)``."""
+    r"""Checks the inputs against each other and the model, in one Spark
+    job; returns ``(num_items, num_edges)``."""
     from pyspark.sql import functions as F
-    row = items.agg(
+    stats = items.agg(
         F.count(F.lit(1)).alias('n'),
         F.count_distinct('item_id').alias('distinct'),
         F.sum(F.col('item_id').isNull().cast('long')).alias('null_id'),
         F.sum(F.col('features').isNull().cast('long')).alias('null_x'),
         F.min(F.size('features')).alias('dmin'),
-        F.max(F.size('features')).alias('dmax')).first()
+        F.max(F.size('features')).alias('dmax'))
+    bad_w = (F.col('weight').isNull() | F.isnan('weight')
+             | (F.col('weight') < 0)) if has_weight else F.lit(False)
+    stats = stats.crossJoin(neighbors.agg(
+        F.count(F.lit(1)).alias('e'),
+        F.sum((F.col('target').isNull() | F.col('neighbor').isNull())
+              .cast('long')).alias('null_nb'),
+        F.sum(bad_w.cast('long')).alias('bad_w')))
+    ids = neighbors.select(F.col('target').alias('item_id')).union(
+        neighbors.select(F.col('neighbor').alias('item_id'))).distinct()
+    stats = stats.crossJoin(
+        ids.join(items.select('item_id'), 'item_id', 'left_anti').agg(
+            F.count(F.lit(1)).alias('unknown'),
+            F.min('item_id').alias('unknown_min'),
+            F.max('item_id').alias('unknown_max')))
+    row = stats.first()
+
     num_items = int(row['n'])
     if num_items == 0:
         raise DataError(f"items '{items_path}' has no rows.")
@@ -556,31 +586,19 @@ def _validate(items, neighbors, items_path: str, neighbors_path: str,
         raise DataError(f"items '{items_path}' repeats item ids, e.g. "
                         f"{sorted(int(r['item_id']) for r in dup)}; ids must"
                         f" be unique.")
-    agg = [F.count(F.lit(1)).alias('e'),
-           F.sum((F.col('target').isNull() | F.col('neighbor').isNull())
-                 .cast('long')).alias('null_id')]
-    if has_weight:
-        agg.append(F.sum((F.col('weight').isNull() | F.isnan('weight')
-                          | (F.col('weight') < 0)).cast('long'))
-                   .alias('bad_w'))
-    row = neighbors.agg(*agg).first()
-    if row['null_id']:
-        raise DataError(f"neighbors '{neighbors_path}' has {row['null_id']}"
+    if row['null_nb']:
+        raise DataError(f"neighbors '{neighbors_path}' has {row['null_nb']}"
                         f" rows with a null target or neighbor.")
-    if has_weight and row['bad_w']:
+    if row['bad_w']:
         raise DataError(f"neighbors '{neighbors_path}' has {row['bad_w']} "
                         f"null, NaN or negative weights; importance weights "
                         f"must be >= 0.")
-    ids = neighbors.select(F.col('target').alias('item_id')).union(
-        neighbors.select(F.col('neighbor').alias('item_id'))).distinct()
-    unknown = ids.join(items.select('item_id'), 'item_id', 'left_anti') \
-        .limit(5).collect()
-    if unknown:
+    if row['unknown']:
         raise DataError(
-            f"neighbors '{neighbors_path}' refers to item ids that are not "
-            f"in items '{items_path}', e.g. "
-            f"{sorted(int(r['item_id']) for r in unknown)}; every target "
-            f"and neighbor must be an item.")
+            f"neighbors '{neighbors_path}': {row['unknown']} distinct "
+            f"target/neighbor ids are not in items '{items_path}' (smallest "
+            f"{row['unknown_min']}, largest {row['unknown_max']}); every "
+            f"target and neighbor must be an item.")
     return num_items, int(row['e'])
 
 
@@ -755,9 +773,7 @@ def spark_layerwise_embed(
         h.mapInPandas(_heads_fn(broadcast, key, threads, hidden,
                                 model.asymmetric), out_schema) \
             .write.parquet(final)
-        if fs.exists(out_path):  # overwrite=True: replace only now
-            fs.delete(out_path)
-        fs.rename(final, out_path)
+        _replace(fs, final, out_path, f"{work}/previous")
     finally:
         if fs.exists(work):
             fs.delete(work)
