@@ -842,10 +842,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         sys.exit(2)
     print(f"embedded {summary['num_items']} items ({summary['num_edges']} "
           f"neighbour edges, {summary['num_layers']} layers) in "
-          f"{summary['seconds']:.1f}s: {summary['items_per_second']:.0f} "
+          f"{summary['seconds']:.1f}s: {summary['items_per_second']:.1f} "
           f"items/s; output in {summary['out_path']}")
     return summary
 
 
 if __name__ == '__main__':
-    main()
+    # Run the importable module's main (not this __main__ copy), so the
+    # functions shipped to the workers are pickled by reference to
+    # pinsage_pyg.inference.spark and its per-worker model cache is shared.
+    from pinsage_pyg.inference.spark import main as _main
+    _main()
