@@ -1,0 +1,855 @@
+r"""PinSage's layer-wise inference as a chain of Apache Spark jobs.
+
+The paper embeds billions of items with a chain of MapReduce jobs that
+compute each layer of every item exactly once (Ying et al., KDD 2018,
+Sec. 3.4). This module is that chain on Spark, running unchanged on
+``local[2]`` or on a YARN / Kubernetes / standalone cluster
+(``pip install pinsage_pyg[spark]``; classic PySpark, not Spark Connect).
+
+Inputs (Parquet, any number of files per dataset)::
+
+    items       item_id  integer          one row per item (unique)
+                features array<float>     length = the model's in_channels
+    neighbors   target   integer          the item being updated (u)
+                neighbor integer          one of its importance neighbours (v)
+                weight   float, optional  the importance alpha_{u,v} >= 0
+                                          (missing: all 1, a plain mean)
+    model       a file written by :func:`save_model`, or a ``pinsage-train``
+                Lightning checkpoint (``checkpoints/*.ckpt``)
+
+Output (Parquet directory)::
+
+    item_id          long
+    embedding        array<float>  the item (candidate) side, L2-normalised
+    query_embedding  array<float>  the query side; asymmetric models only
+
+The job, for a model with :math:`K` layers:
+
+1. ``h0 = encode(features)`` (``mapInPandas``), written to Parquet;
+2. for :math:`k = 1..K`:
+   project every item once, ``m = ReLU(Q h + q)`` (``mapInPandas``);
+   join ``m`` to the neighbour lists on ``neighbor``; pool per ``target``;
+   join the pooled vector back to ``h`` and apply the dense update
+   ``ReLU(W [h_u ; n_u] + w)`` + L2 normalisation (``mapInPandas``);
+   write layer :math:`k` to Parquet (so every layer is computed once and
+   a failed task only recomputes from the last layer);
+3. apply the heads (``mapInPandas``) and write the output.
+
+All per-layer maths calls the same torch modules as the local path
+(:meth:`PinSage.encode`, :meth:`PinSageConv.project`,
+:meth:`PinSageConv.update_nodes`, :meth:`PinSage.heads`; the weights are
+broadcast to the workers), so there is one source of truth. Only the
+pooling :math:`\gamma` is expressed in Spark, as a native distributed
+aggregation (a join, ``collect_list`` per target and higher-order array
+functions, in float64 in the JVM):
+
+- ``importance``: :math:`\mathbf{n}_u = \sum_v \alpha_{u,v} \mathbf{m}_v
+  / \sum_v \alpha_{u,v}`;
+- ``mean``: the unweighted mean; ``max``: the elementwise maximum;
+
+and items without neighbours pool to zero, as in
+:class:`~pinsage_pyg.nn.PinSageConv`. The result equals
+:meth:`PinSage.inference` on the same neighbourhoods up to float32
+rounding (the tests assert a max abs difference < 1e-5).
+
+The output is written under a temporary sibling directory and renamed
+into place only when complete, so readers never see half an output.
+
+Example::
+
+    from pinsage_pyg.inference.spark import (export_inputs, spark_session,
+                                             spark_layerwise_embed,
+                                             read_embeddings)
+    paths = export_inputs('spark_in', data.x, data.edge_index,
+                          data.edge_weight, model)
+    spark = spark_session('local[2]')
+    spark_layerwise_embed(spark, paths['items'], paths['neighbors'],
+                          paths['model'], 'spark_out')
+    item_ids, item_emb, query_emb = read_embeddings('spark_out')
+
+Command line (``--master`` accepts anything ``spark-submit`` does)::
+
+    python -m pinsage_pyg.inference.spark --items spark_in/items.parquet \
+        --neighbors spark_in/neighbors.parquet --model spark_in/model.pt \
+        --out spark_out --master 'local[2]'
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from pinsage_pyg.config import ConfigError
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.inference.export import atomic_write
+from pinsage_pyg.nn.model import PinSage
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+MODEL_FORMAT = 'pinsage_pyg.PinSage'
+MODEL_KWARGS = ('in_channels', 'hidden_channels', 'out_channels',
+                'num_layers', 'aggr', 'asymmetric', 'dropout')
+
+
+# ---------------------------------------------------------------------------
+# The model file
+# ---------------------------------------------------------------------------
+
+def model_kwargs(model: PinSage) -> Dict[str, Any]:
+    r"""The constructor arguments that rebuild :obj:`model`."""
+    return {k: getattr(model, k) for k in MODEL_KWARGS}
+
+
+def save_model(path: PathLike, model: PinSage) -> Path:
+    r"""Writes :obj:`model` (constructor arguments and ``state_dict``) to
+    :obj:`path` atomically, for :func:`load_model` and the Spark job."""
+    if not isinstance(model, PinSage):
+        raise TypeError(f"save_model expects a PinSage model (got "
+                        f"{type(model).__name__})")
+    if model.in_channels == -1 and any(
+            isinstance(p, torch.nn.parameter.UninitializedParameter)
+            for p in model.parameters()):
+        raise ConfigError("The model's encoder is lazy (in_channels=-1) and "
+                          "not initialised yet: run one forward pass first.")
+    kwargs = model_kwargs(model)
+    if kwargs['in_channels'] == -1:
+        kwargs['in_channels'] = int(model.encoder.in_channels)
+    payload = {'format': MODEL_FORMAT, 'version': 1, 'model_kwargs': kwargs,
+               'state_dict': {k: v.detach().cpu()
+                              for k, v in model.state_dict().items()}}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _model_from_bytes(data: bytes, what: str) -> PinSage:
+    try:
+        obj = torch.load(io.BytesIO(data), map_location='cpu',
+                         weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a torch file
+        raise ConfigError(
+            f"{what} is not a readable PyTorch file ({type(e).__name__}: "
+            f"{e}). Write it with pinsage_pyg.inference.spark.save_model(...)"
+            f" or point at a pinsage-train checkpoint.") from None
+    if not isinstance(obj, Mapping) or 'state_dict' not in obj:
+        raise ConfigError(f"{what} holds no 'state_dict': write it with "
+                          f"save_model(...) or use a pinsage-train "
+                          f"checkpoint.")
+    state = obj['state_dict']
+    if obj.get('format') == MODEL_FORMAT:
+        kwargs = dict(obj['model_kwargs'])
+    elif isinstance(obj.get('hyper_parameters'), Mapping) and isinstance(
+            obj['hyper_parameters'].get('model'), Mapping):
+        # A Lightning checkpoint of PinSageModule: weights under 'model.'.
+        kwargs = dict(obj['hyper_parameters']['model'])
+        state = {k[len('model.'):]: v for k, v in state.items()
+                 if k.startswith('model.')}
+    else:
+        raise ConfigError(f"{what} is neither a save_model(...) file nor a "
+                          f"pinsage-train checkpoint (no model arguments "
+                          f"found).")
+    try:
+        model = PinSage(**kwargs)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{what}: the weights do not fit the model "
+                          f"arguments {kwargs} ({e}).") from None
+    return model.eval()
+
+
+def load_model(path: PathLike) -> PinSage:
+    r"""Reads a :class:`PinSage` written by :func:`save_model` (or from a
+    ``pinsage-train`` Lightning checkpoint), in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model file '{path}' does not exist.")
+    return _model_from_bytes(path.read_bytes(), f"model file '{path}'")
+
+
+# ---------------------------------------------------------------------------
+# Exporting local objects to the job's inputs
+# ---------------------------------------------------------------------------
+
+def _vector_column(x: np.ndarray):
+    import pyarrow as pa
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)
+                       if n * d < 2**31 else
+                       np.arange(0, (n + 1) * d, d, dtype=np.int64))
+    values = pa.array(x.reshape(-1))
+    cls = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+    return cls.from_arrays(offsets, values)
+
+
+def _write_parquet(path: PathLike, columns: Dict[str, Any]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pa.table(columns)
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def export_items(path: PathLike, x: Union[Tensor, np.ndarray],
+                 item_ids: Optional[np.ndarray] = None) -> Path:
+    r"""Writes the ``items`` input: one row per row of :obj:`x`.
+
+    Args:
+        path: Target Parquet file.
+        x (Tensor or np.ndarray): Item features ``[num_items, F]``.
+        item_ids (np.ndarray, optional): Integer id per row. (default: the
+            row index ``0..num_items-1``, the node index of the local graph)
+    """
+    x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if x.ndim != 2:
+        raise DataError(f"item features must be 2-D [num_items, F] (got "
+                        f"shape {tuple(x.shape)}).")
+    ids = np.arange(len(x), dtype=np.int64) if item_ids is None else \
+        _integer_ids(item_ids, 'item_ids')
+    if len(ids) != len(x):
+        raise DataError(f"{len(ids)} item ids for {len(x)} feature rows.")
+    return _write_parquet(path, {'item_id': ids,
+                                 'features': _vector_column(x)})
+
+
+def export_neighbors(path: PathLike, edge_index: Tensor,
+                     edge_weight: Optional[Tensor] = None,
+                     item_ids: Optional[np.ndarray] = None) -> Path:
+    r"""Writes the ``neighbors`` input from an importance graph as built by
+    :func:`~pinsage_pyg.sampler.importance_graph` (``edge_index[0]`` the
+    neighbour, ``edge_index[1]`` the target, ``edge_weight`` the
+    importance).
+
+    Args:
+        path: Target Parquet file.
+        edge_index (LongTensor): ``[2, num_edges]`` node indices.
+        edge_weight (Tensor, optional): ``[num_edges]`` importances
+            (omitted: the job pools with a plain mean).
+        item_ids (np.ndarray, optional): Maps node index to the integer id
+            used in the ``items`` input. (default: the node index)
+    """
+    ei = torch.as_tensor(edge_index).detach().cpu().long()
+    if ei.dim() != 2 or ei.size(0) != 2:
+        raise DataError(f"edge_index must have shape [2, num_edges] (got "
+                        f"{tuple(ei.shape)}).")
+    src, dst = ei[0].numpy(), ei[1].numpy()
+    if item_ids is not None:
+        ids = _integer_ids(item_ids, 'item_ids')
+        if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= len(ids)):
+            raise DataError(f"edge_index refers to nodes outside "
+                            f"[0, {len(ids)}) of item_ids.")
+        src, dst = ids[src], ids[dst]
+    cols = {'target': dst.astype(np.int64), 'neighbor': src.astype(np.int64)}
+    if edge_weight is not None:
+        w = torch.as_tensor(edge_weight).detach().cpu().float().numpy()
+        if w.shape != (ei.size(1), ):
+            raise DataError(f"edge_weight has shape {w.shape}, expected "
+                            f"({ei.size(1)},).")
+        cols['weight'] = w
+    return _write_parquet(path, cols)
+
+
+def export_inputs(directory: PathLike, x: Tensor, edge_index: Tensor,
+                  edge_weight: Optional[Tensor], model: PinSage
+                  ) -> Dict[str, str]:
+    r"""Writes ``items.parquet``, ``neighbors.parquet`` and ``model.pt``
+    into :obj:`directory` (node index = item id) and returns their paths
+    under the keys ``items``, ``neighbors`` and ``model``."""
+    d = Path(directory)
+    return {'items': str(export_items(d / 'items.parquet', x)),
+            'neighbors': str(export_neighbors(d / 'neighbors.parquet',
+                                              edge_index, edge_weight)),
+            'model': str(save_model(d / 'model.pt', model))}
+
+
+def _integer_ids(ids, what: str) -> np.ndarray:
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"{what} must be integers (got dtype {ids.dtype}); "
+                        f"map raw ids to integers first and keep the map.")
+    return ids.astype(np.int64)
+
+
+def read_embeddings(path: PathLike
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Reads the job's output (a local directory) into
+    ``(item_ids, item_emb, query_emb)`` numpy arrays sorted by ``item_id``
+    (``query_emb`` is ``item_emb`` for symmetric models)."""
+    import pyarrow.parquet as pq
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"'{path}' is not an output directory of the Spark "
+                        f"job.")
+    table = pq.read_table(path)
+    ids = table.column('item_id').to_numpy()
+    order = np.argsort(ids, kind='stable')
+
+    def dense(name: str) -> np.ndarray:
+        col = table.column(name).combine_chunks()
+        n = len(col)
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(n, -1).astype(np.float32)[order] if n else \
+            np.zeros((0, 0), np.float32)
+
+    item = dense('embedding')
+    query = dense('query_embedding') if 'query_embedding' in \
+        table.column_names else item
+    return ids[order], item, query
+
+
+# ---------------------------------------------------------------------------
+# Worker side: the torch modules, rebuilt once per Python worker
+# ---------------------------------------------------------------------------
+
+_WORKER_MODELS: Dict[str, PinSage] = {}
+
+
+def _worker_model(broadcast, key: str, threads: int) -> PinSage:
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        if threads > 0:
+            torch.set_num_threads(threads)
+        model = _model_from_bytes(broadcast.value, 'the broadcast model')
+        _WORKER_MODELS.clear()  # one model per worker at a time
+        _WORKER_MODELS[key] = model
+    return model
+
+
+def _dense(col: pd.Series, dim: int) -> np.ndarray:
+    r"""A column of equal-length arrays as a float32 ``[n, dim]`` matrix;
+    missing rows (no neighbours) become zeros."""
+    out = np.zeros((len(col), dim), dtype=np.float32)
+    values = col.to_numpy()
+    present = np.fromiter((v is not None for v in values), bool, len(values))
+    if present.any():
+        out[present] = np.stack(values[present]).astype(np.float32,
+                                                         copy=False)
+    return out
+
+
+def _rows(ids: np.ndarray, **vectors: Tensor) -> pd.DataFrame:
+    cols: Dict[str, Any] = {'item_id': ids}
+    for name, v in vectors.items():
+        cols[name] = list(v.detach().numpy().astype(np.float32, copy=False))
+    return pd.DataFrame(cols)
+
+
+def _encode_fn(broadcast, key: str, threads: int, dim: int):
+    def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _worker_model(broadcast, key, threads)
+        for df in batches:
+            x = torch.from_numpy(_dense(df['features'], dim))
+            with torch.no_grad():
+                yield _rows(df['item_id'].to_numpy(), h=model.encode(x))
+    return encode
+
+
+def _project_fn(broadcast, key: str, threads: int, layer: int, dim: int):
+    def project(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        conv = _worker_model(broadcast, key, threads).convs[layer]
+        for df in batches:
+            h = torch.from_numpy(_dense(df['h'], dim))
+            with torch.no_grad():
+                yield _rows(df['item_id'].to_numpy(), m=conv.project(h))
+    return project
+
+
+def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
+               hidden: int):
+    def update(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        conv = _worker_model(broadcast, key, threads).convs[layer]
+        for df in batches:
+            h = torch.from_numpy(_dense(df['h'], dim))
+            n = torch.from_numpy(_dense(df['n'], hidden))
+            with torch.no_grad():
+                yield _rows(df['item_id'].to_numpy(),
+                            h=conv.update_nodes(h, n))
+    return update
+
+
+def _heads_fn(broadcast, key: str, threads: int, dim: int, asymmetric: bool):
+    def heads(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _worker_model(broadcast, key, threads)
+        for df in batches:
+            h = torch.from_numpy(_dense(df['h'], dim))
+            with torch.no_grad():
+                query, item = model.heads(h, 'both')
+            out = dict(embedding=item)
+            if asymmetric:
+                out['query_embedding'] = query
+            yield _rows(df['item_id'].to_numpy(), **out)
+    return heads
+
+
+# ---------------------------------------------------------------------------
+# Driver side
+# ---------------------------------------------------------------------------
+
+def spark_session(master: Optional[str] = 'local[2]',
+                  app_name: str = 'pinsage-layerwise-embed',
+                  shuffle_partitions: Optional[int] = None,
+                  conf: Optional[Mapping[str, str]] = None):
+    r"""A :class:`~pyspark.sql.SparkSession` for the job.
+
+    For a ``local[...]`` master the Python workers use this interpreter
+    (``PYSPARK_PYTHON`` unless already set), the web UI and the console
+    progress bar are off and the shuffle has :obj:`shuffle_partitions`
+    partitions (default: 4 locally, Spark's default otherwise). Under
+    ``spark-submit`` pass ``master=None`` to keep the submitted master and
+    configuration.
+
+    Args:
+        master (str, optional): ``local[2]``, ``yarn``, ``k8s://...``,
+            ``spark://...`` or :obj:`None` (the master ``spark-submit``
+            gave, or ``local[*]`` outside ``spark-submit``).
+            (default: ``"local[2]"``)
+        app_name (str): The application name.
+        shuffle_partitions (int, optional): ``spark.sql.shuffle.partitions``.
+        conf (dict, optional): Further Spark configuration.
+    """
+    from pyspark.sql import SparkSession
+    if master is None and 'PYSPARK_GATEWAY_PORT' not in os.environ:
+        master = 'local[*]'  # a plain Python process, not spark-submit
+    local = master is not None and master.startswith('local')
+    if local:
+        os.environ.setdefault('PYSPARK_PYTHON', sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    if local:
+        builder = builder.config('spark.ui.enabled', 'false') \
+            .config('spark.ui.showConsoleProgress', 'false') \
+            .config('spark.sql.shuffle.partitions',
+                    str(shuffle_partitions or 4))
+    elif shuffle_partitions is not None:
+        builder = builder.config('spark.sql.shuffle.partitions',
+                                 str(shuffle_partitions))
+    for k, v in (conf or {}).items():
+        builder = builder.config(k, str(v))
+    return builder.getOrCreate()
+
+
+class _FS:
+    r"""The Hadoop file system of a path (local, HDFS, S3A, GCS, ...)
+    through the JVM, for existence checks and renames."""
+    def __init__(self, spark, path: str):
+        jvm = spark.sparkContext._jvm
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self.fs = self._Path(path).getFileSystem(
+            spark.sparkContext._jsc.hadoopConfiguration())
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._Path(path)))
+
+    def delete(self, path: str) -> None:
+        self.fs.delete(self._Path(path), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self.fs.rename(self._Path(src), self._Path(dst)):
+            raise OSError(f"could not rename '{src}' to '{dst}'")
+
+
+def _replace(fs: _FS, src: str, dst: str, backup: str) -> None:
+    r"""Moves :obj:`src` to :obj:`dst`; an existing :obj:`dst` is moved
+    to :obj:`backup` first and restored if the move fails."""
+    had_old = fs.exists(dst)
+    if had_old:
+        fs.rename(dst, backup)
+    try:
+        fs.rename(src, dst)
+    except BaseException:
+        if had_old and not fs.exists(dst):
+            fs.rename(backup, dst)
+        raise
+
+
+def _has_scheme(path: str) -> bool:
+    return '://' in path or path.startswith('file:')
+
+
+def _qualify(spark, path: PathLike) -> str:
+    r"""Scheme-less paths are made absolute when Spark's default file
+    system is the local one (so the driver and local workers agree);
+    URIs, and paths on a cluster's default file system, are kept."""
+    path = os.fspath(path)
+    path = path.rstrip('/') or path
+    if _has_scheme(path):
+        return path
+    default_fs = spark.sparkContext._jsc.hadoopConfiguration().get(
+        'fs.defaultFS') or 'file:///'
+    return os.path.abspath(path) if default_fs.startswith('file:') else path
+
+
+def _read_model_bytes(spark, path: str) -> bytes:
+    local = path[len('file:'):] if path.startswith('file:') else path
+    local = local[2:] if local.startswith('//') else local
+    if not _has_scheme(path) or path.startswith('file:'):
+        if not os.path.isfile(local):
+            raise ConfigError(f"model file '{path}' does not exist (on the "
+                              f"driver). Write it with save_model(...).")
+        return Path(local).read_bytes()
+    if not _FS(spark, path).exists(path):
+        raise ConfigError(f"model file '{path}' does not exist.")
+    return bytes(spark.sparkContext.binaryFiles(path).collect()[0][1])
+
+
+def _read_input(spark, path: str, what: str):
+    if not _FS(spark, path).exists(path):
+        raise DataError(f"{what} '{path}' does not exist.")
+    try:
+        return spark.read.parquet(path)
+    except Exception as e:
+        raise DataError(f"{what} '{path}' is not readable Parquet "
+                        f"({type(e).__name__}: {str(e).splitlines()[0]})."
+                        ) from None
+
+
+def _check_columns(df, path: str, what: str, need: Mapping[str, str],
+                   optional: Sequence[str] = ()) -> None:
+    from pyspark.sql import types as T
+    kinds = {'integer': (T.ByteType, T.ShortType, T.IntegerType,
+                         T.LongType),
+             'number': (T.FloatType, T.DoubleType, T.ByteType, T.ShortType,
+                        T.IntegerType, T.LongType, T.DecimalType)}
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for name, kind in list(need.items()) + [(o, 'number') for o in optional
+                                             if o in fields]:
+        if name not in fields:
+            raise DataError(f"{what} '{path}' has no column '{name}' (it "
+                            f"has {sorted(fields)}); see the schema in "
+                            f"pinsage_pyg.inference.spark.")
+        t = fields[name]
+        ok = isinstance(t, T.ArrayType) and isinstance(
+            t.elementType, kinds['number']) if kind == 'vector' else \
+            isinstance(t, kinds[kind])
+        if not ok:
+            want = 'an array of numbers' if kind == 'vector' else \
+                f'of {kind} type'
+            raise DataError(f"column '{name}' of {what} '{path}' must be "
+                            f"{want} (got {t.simpleString()}).")
+
+
+def _validate(items, neighbors, items_path: str, neighbors_path: str,
+              in_channels: int, has_weight: bool) -> tuple[int, int]:
+    r"""Checks the inputs against each other and the model, in one Spark
+    job; returns ``(num_items, num_edges)``."""
+    from pyspark.sql import functions as F
+    stats = items.agg(
+        F.count(F.lit(1)).alias('n'),
+        F.count_distinct('item_id').alias('distinct'),
+        F.sum(F.col('item_id').isNull().cast('long')).alias('null_id'),
+        F.sum(F.col('features').isNull().cast('long')).alias('null_x'),
+        F.min(F.size('features')).alias('dmin'),
+        F.max(F.size('features')).alias('dmax'))
+    bad_w = (F.col('weight').isNull() | F.isnan('weight')
+             | (F.col('weight') < 0)) if has_weight else F.lit(False)
+    stats = stats.crossJoin(neighbors.agg(
+        F.count(F.lit(1)).alias('e'),
+        F.sum((F.col('target').isNull() | F.col('neighbor').isNull())
+              .cast('long')).alias('null_nb'),
+        F.sum(bad_w.cast('long')).alias('bad_w')))
+    ids = neighbors.select(F.col('target').alias('item_id')).union(
+        neighbors.select(F.col('neighbor').alias('item_id'))).distinct()
+    stats = stats.crossJoin(
+        ids.join(items.select('item_id'), 'item_id', 'left_anti').agg(
+            F.count(F.lit(1)).alias('unknown'),
+            F.min('item_id').alias('unknown_min'),
+            F.max('item_id').alias('unknown_max')))
+    row = stats.first()
+
+    num_items = int(row['n'])
+    if num_items == 0:
+        raise DataError(f"items '{items_path}' has no rows.")
+    if row['null_id'] or row['null_x']:
+        raise DataError(f"items '{items_path}' has {row['null_id']} null "
+                        f"item_id and {row['null_x']} null features values;"
+                        f" every item needs both.")
+    if row['dmin'] != in_channels or row['dmax'] != in_channels:
+        raise DataError(
+            f"items '{items_path}' has features of length {row['dmin']}.."
+            f"{row['dmax']}, but the model expects in_channels="
+            f"{in_channels}: export the features the model was trained "
+            f"with (or the model for these features).")
+    if row['distinct'] != num_items:
+        dup = items.groupBy('item_id').count().filter('count > 1') \
+            .limit(5).collect()
+        raise DataError(f"items '{items_path}' repeats item ids, e.g. "
+                        f"{sorted(int(r['item_id']) for r in dup)}; ids must"
+                        f" be unique.")
+    if row['null_nb']:
+        raise DataError(f"neighbors '{neighbors_path}' has {row['null_nb']}"
+                        f" rows with a null target or neighbor.")
+    if row['bad_w']:
+        raise DataError(f"neighbors '{neighbors_path}' has {row['bad_w']} "
+                        f"null, NaN or negative weights; importance weights "
+                        f"must be >= 0.")
+    if row['unknown']:
+        raise DataError(
+            f"neighbors '{neighbors_path}': {row['unknown']} distinct "
+            f"target/neighbor ids are not in items '{items_path}' (smallest "
+            f"{row['unknown_min']}, largest {row['unknown_max']}); every "
+            f"target and neighbor must be an item.")
+    return num_items, int(row['e'])
+
+
+def _pool(neighbors, proj, aggr: str, dim: int):
+    r"""The neighbour pooling :math:`\gamma` per target, in Spark SQL (the
+    only maths not delegated to the torch modules): the projected vectors
+    are joined to the neighbour lists, collected per target (at most the
+    neighbourhood size, e.g. T = 50) and reduced in float64 with
+    higher-order array functions, all in the JVM."""
+    from pyspark.sql import functions as F
+    joined = neighbors.join(proj.withColumnRenamed('item_id', 'neighbor'),
+                            'neighbor')
+    if aggr == 'importance':
+        # Zero weights add nothing; a target whose weights are all zero
+        # has no rows left and pools to zero, as locally.
+        joined = joined.filter(F.col('weight') > 0)
+    elif aggr == 'mean':
+        # The plain mean over the distinct neighbours (a repeated
+        # (target, neighbor) row counts once, as in the local CSR):
+        joined = joined.dropDuplicates(['target', 'neighbor']) \
+            .withColumn('weight', F.lit(1.0).cast('double'))
+    elif aggr != 'max':
+        raise ConfigError(f"unsupported pooling aggr={aggr!r}")
+    grouped = joined.groupBy('target').agg(
+        F.collect_list(F.struct('weight', 'm')).alias('nb'),
+        F.sum('weight').alias('den'))
+    if aggr == 'max':
+        first = F.transform(F.element_at('nb', 1)['m'],
+                            lambda v: v.cast('double'))
+        pooled = F.aggregate('nb', first, lambda acc, x: F.zip_with(
+            acc, x['m'], lambda a, b: F.greatest(a, b.cast('double'))))
+    else:
+        # sum_v alpha_uv m_v / sum_v alpha_uv
+        zero = F.array_repeat(F.lit(0.0).cast('double'), dim)
+        num = F.aggregate('nb', zero, lambda acc, x: F.zip_with(
+            acc, x['m'], lambda a, b: a + x['weight'] * b))
+        pooled = F.transform(num, lambda v: v / F.col('den'))
+    return grouped.select(F.col('target').alias('item_id'),
+                          pooled.cast('array<float>').alias('n'))
+
+
+def spark_layerwise_embed(
+    spark,
+    items_path: PathLike,
+    neighbors_path: PathLike,
+    model_path: PathLike,
+    out_path: PathLike,
+    overwrite: bool = False,
+    num_partitions: Optional[int] = None,
+    torch_threads: int = 1,
+    keep_layers: bool = False,
+) -> Dict[str, Any]:
+    r"""Embeds every item with the layer-wise PinSage computation on Spark
+    (see the module docstring for the input and output schemas).
+
+    Layer :math:`k` of every item is computed once from layer :math:`k-1`
+    of all items and written to Parquet before the next layer starts:
+
+    .. math::
+        \mathbf{h}^{(0)}_u &= \mathrm{encode}(\mathbf{x}_u)
+
+        \mathbf{n}^{(k)}_u &= \gamma\left(\{\mathrm{ReLU}(\mathbf{Q}^{(k)}
+        \mathbf{h}^{(k-1)}_v + \mathbf{q}^{(k)}) : v \in \mathcal{N}(u)\},
+        \boldsymbol{\alpha}_u\right)
+
+        \mathbf{h}^{(k)}_u &= \mathrm{normalize}\left(\mathrm{ReLU}(
+        \mathbf{W}^{(k)} [\mathbf{h}^{(k-1)}_u ; \mathbf{n}^{(k)}_u] +
+        \mathbf{w}^{(k)})\right)
+
+    and the output is ``heads(h^{(K)})``.
+
+    Args:
+        spark (pyspark.sql.SparkSession): The session (see
+            :func:`spark_session`).
+        items_path: Parquet ``item_id, features``.
+        neighbors_path: Parquet ``target, neighbor[, weight]``.
+        model_path: A :func:`save_model` file or a ``pinsage-train``
+            checkpoint, readable by the driver (a local path or a Hadoop
+            URI such as ``hdfs://`` / ``s3a://``).
+        out_path: Output directory (local path or Hadoop URI). It is
+            written under a temporary sibling and renamed when complete.
+        overwrite (bool): Replace an existing output. (default:
+            :obj:`False`: an existing output is an error)
+        num_partitions (int, optional): Repartition the items into this
+            many partitions first. (default: as read)
+        torch_threads (int): ``torch.set_num_threads`` in each Python
+            worker; 1 fits Spark's one task per core. ``0`` leaves torch's
+            default. (default: ``1``)
+        keep_layers (bool): Keep the per-layer Parquet files in
+            ``<out>_layers`` for inspection. (default: :obj:`False`)
+
+    Returns:
+        dict: ``out_path``, ``num_items``, ``num_edges``, ``num_layers``,
+        ``seconds`` (wall time of the job) and ``items_per_second``.
+    """
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    items_path, neighbors_path, out_path = (
+        _qualify(spark, p) for p in (items_path, neighbors_path, out_path))
+    model_path = os.fspath(model_path)
+    if num_partitions is not None and num_partitions < 1:
+        raise ConfigError(f"num_partitions must be >= 1 (got "
+                          f"{num_partitions}).")
+    if torch_threads < 0:
+        raise ConfigError(f"torch_threads must be >= 0 (got "
+                          f"{torch_threads}).")
+    fs = _FS(spark, out_path)
+    if fs.exists(out_path) and not overwrite:
+        raise DataError(f"output '{out_path}' already exists; choose another"
+                        f" path or pass overwrite=True (--overwrite).")
+
+    payload = _read_model_bytes(spark, model_path)
+    model = _model_from_bytes(payload, f"model file '{model_path}'")
+    in_channels = int(model.encoder.in_channels)
+    hidden = int(model.hidden_channels)
+
+    items = _read_input(spark, items_path, 'items')
+    neighbors = _read_input(spark, neighbors_path, 'neighbors')
+    _check_columns(items, items_path, 'items',
+                   {'item_id': 'integer', 'features': 'vector'})
+    _check_columns(neighbors, neighbors_path, 'neighbors',
+                   {'target': 'integer', 'neighbor': 'integer'}, ('weight', ))
+    has_weight = 'weight' in neighbors.columns
+    items = items.select(F.col('item_id').cast('long'),
+                         F.col('features').cast('array<float>'))
+    neighbors = neighbors.select(
+        F.col('target').cast('long'), F.col('neighbor').cast('long'),
+        (F.col('weight') if has_weight else F.lit(1.0))
+        .cast('double').alias('weight'))
+    num_items, num_edges = _validate(items, neighbors, items_path,
+                                     neighbors_path, in_channels, has_weight)
+    log.info('inputs checked: %d items, %d edges (%.1fs)', num_items,
+             num_edges, time.perf_counter() - t0)
+    if num_partitions is not None:
+        items = items.repartition(num_partitions)
+
+    sc = spark.sparkContext
+    broadcast = sc.broadcast(payload)
+    key = uuid.uuid4().hex
+    threads = int(torch_threads)
+    work = f"{out_path}._tmp_{key}"
+    layers_dir = f"{out_path}_layers" if keep_layers else f"{work}/layers"
+    h_schema = 'item_id long, h array<float>'
+
+    def materialise(df, name: str):
+        path = f"{layers_dir}/{name}"
+        df.write.mode('overwrite').parquet(path)
+        return spark.read.parquet(path)
+
+    try:
+        h = materialise(items.mapInPandas(
+            _encode_fn(broadcast, key, threads, in_channels), h_schema),
+            'layer_0')
+        log.info('layer 0 (encode): %.1fs', time.perf_counter() - t0)
+        for k, conv in enumerate(model.convs):
+            proj = h.mapInPandas(
+                _project_fn(broadcast, key, threads, k, hidden),
+                'item_id long, m array<float>')
+            pooled = _pool(neighbors, proj, conv.pooling,
+                           conv.hidden_channels)
+            h = materialise(
+                h.join(pooled, 'item_id', 'left').mapInPandas(
+                    _update_fn(broadcast, key, threads, k, hidden,
+                               conv.hidden_channels), h_schema),
+                f'layer_{k + 1}')
+            log.info('layer %d: %.1fs', k + 1, time.perf_counter() - t0)
+        out_schema = 'item_id long, embedding array<float>'
+        if model.asymmetric:
+            out_schema += ', query_embedding array<float>'
+        final = f"{work}/embeddings"
+        h.mapInPandas(_heads_fn(broadcast, key, threads, hidden,
+                                model.asymmetric), out_schema) \
+            .write.parquet(final)
+        _replace(fs, final, out_path, f"{work}/previous")
+    finally:
+        if fs.exists(work):
+            fs.delete(work)
+        broadcast.unpersist()
+    seconds = time.perf_counter() - t0
+    return {'out_path': out_path, 'num_items': num_items,
+            'num_edges': num_edges, 'num_layers': model.num_layers,
+            'seconds': seconds, 'items_per_second': num_items / seconds}
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python -m pinsage_pyg.inference.spark',
+        description="Layer-wise PinSage embedding of every item on Apache "
+                    "Spark (see docs/spark.md).")
+    p.add_argument('--items', required=True,
+                   help="Parquet: item_id (integer), features (array)")
+    p.add_argument('--neighbors', required=True,
+                   help="Parquet: target, neighbor (integer), weight")
+    p.add_argument('--model', required=True,
+                   help="save_model(...) file or pinsage-train checkpoint")
+    p.add_argument('--out', required=True, help="output directory")
+    p.add_argument('--master', default=None,
+                   help="Spark master (local[2], yarn, k8s://..., "
+                        "spark://...); omit under spark-submit")
+    p.add_argument('--overwrite', action='store_true',
+                   help="replace an existing output")
+    p.add_argument('--partitions', type=int, default=None,
+                   help="repartition the items into this many partitions")
+    p.add_argument('--shuffle-partitions', type=int, default=None,
+                   help="spark.sql.shuffle.partitions")
+    p.add_argument('--torch-threads', type=int, default=1,
+                   help="torch threads per Python worker (0: torch default)")
+    p.add_argument('--keep-layers', action='store_true',
+                   help="keep the per-layer Parquet in <out>_layers")
+    p.add_argument('--conf', action='append', default=[], metavar='KEY=VALUE',
+                   help="extra Spark configuration (repeatable)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    r"""``python -m pinsage_pyg.inference.spark``: runs
+    :func:`spark_layerwise_embed` and prints a throughput line."""
+    args = _parser().parse_args(argv)
+    conf = {}
+    for item in args.conf:
+        if '=' not in item:
+            _parser().error(f"--conf expects KEY=VALUE (got {item!r})")
+        k, v = item.split('=', 1)
+        conf[k] = v
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        spark = spark_session(args.master,
+                              shuffle_partitions=args.shuffle_partitions,
+                              conf=conf)
+        summary = spark_layerwise_embed(
+            spark, args.items, args.neighbors, args.model, args.out,
+            overwrite=args.overwrite, num_partitions=args.partitions,
+            torch_threads=args.torch_threads, keep_layers=args.keep_layers)
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"embedded {summary['num_items']} items ({summary['num_edges']} "
+          f"neighbour edges, {summary['num_layers']} layers) in "
+          f"{summary['seconds']:.1f}s: {summary['items_per_second']:.1f} "
+          f"items/s; output in {summary['out_path']}")
+    return summary
+
+
+if __name__ == '__main__':
+    # Run the importable module's main (not this __main__ copy), so the
+    # functions shipped to the workers are pickled by reference to
+    # pinsage_pyg.inference.spark and its per-worker model cache is shared.
+    from pinsage_pyg.inference.spark import main as _main
+    _main()
