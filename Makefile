@@ -1,7 +1,7 @@
 # Two commands from a fresh clone (only Python >= 3.10 needed):
 #   make train   # train PinSage on MovieLens-100K, print metrics, write embeddings
 #   make test    # run the test suite
-# Both create ./.venv on first use. Pass Hydra overrides with ARGS="...",
+# Both create ./.venv on first use (torch CPU, the package, its dev and spark extras). Pass Hydra overrides with ARGS="...",
 # e.g. make train ARGS="data=movielens_1m trainer.max_epochs=20".
 # TORCH picks the torch build: the default is the CPU wheel; for CUDA set it
 # to a CUDA build and point pip at your CUDA wheel index (PIP_INDEX_URL).
@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
 	touch $@
 
 install: $(BIN)/.installed
