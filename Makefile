@@ -1,7 +1,8 @@
 # Two commands from a fresh clone (only Python >= 3.10 needed):
 #   make train   # train PinSage on MovieLens-100K, print metrics, write embeddings
 #   make test    # run the test suite
-# Both create ./.venv on first use (torch CPU, the package, its dev and spark extras). Pass Hydra overrides with ARGS="...",
+# Both create ./.venv on first use (torch CPU + this package with its dev
+# and spark extras). Pass Hydra overrides with ARGS="...",
 # e.g. make train ARGS="data=movielens_1m trainer.max_epochs=20".
 # TORCH picks the torch build: the default is the CPU wheel; for CUDA set it
 # to a CUDA build and point pip at your CUDA wheel index (PIP_INDEX_URL).
