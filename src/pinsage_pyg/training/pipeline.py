@@ -274,6 +274,7 @@ def run(cfg: DictConfig,
         'mrr_scale': table.attrs.get('mrr_scale'),
         'metrics': table.to_dict(orient='records'),
         'output_dir': str(out_dir),
+        'log_dir': getattr(trainer.logger, 'log_dir', None),
     }
     atomic_write(out_dir / 'summary.json', lambda tmp: Path(tmp).write_text(
         json.dumps(summary, indent=2, default=str)))
