@@ -299,3 +299,9 @@ def test_every_experiment_composes(compose_train, experiment):
         name = experiment.split('/')[1]
         if name in want:
             assert (cfg.model.num_layers, cfg.curriculum.name) == want[name]
+
+
+def test_compose_without_output_dir_is_a_clear_error(compose_train):
+    from pinsage_pyg.training.pipeline import run
+    with pytest.raises(ConfigError, match='pass output.dir='):
+        run(compose_train())

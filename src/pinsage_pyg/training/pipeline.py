@@ -174,7 +174,12 @@ def run(cfg: DictConfig,
     check_trainer(cfg.trainer)
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    out_dir = Path(cfg.output.dir)
+    try:
+        out_dir = Path(cfg.output.dir)
+    except Exception:  # ${hydra:runtime.output_dir} outside a Hydra app
+        raise ConfigError("output.dir could not be resolved: outside the "
+                          "pinsage-train app (e.g. with Hydra's compose API) "
+                          "pass output.dir=<folder>.") from None
     out_dir.mkdir(parents=True, exist_ok=True)
 
     ds = load_dataset(cfg.data)
