@@ -165,6 +165,8 @@ class Curriculum:
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping[str, Any]]) -> 'Curriculum':
+        r"""From a ``curriculum`` config mapping (``None``: no
+        curriculum); every value is checked."""
         if cfg is None:
             return cls(name='none')
         cfg = dict(cfg)

@@ -155,6 +155,8 @@ def check_finite(x: np.ndarray, names: Sequence[str], item_ids: np.ndarray,
 
 
 def feature_dict(spec: FeatureSpec) -> Dict:
+    r"""The :class:`FeatureSpec` as a plain dict (stored with a dataset so
+    a checkpoint records how its features were built)."""
     return dict(text_columns=spec.text_columns, text_dim=spec.text_dim,
                 multilabel_columns=spec.multilabel_columns,
                 multilabel_sep=spec.multilabel_sep,

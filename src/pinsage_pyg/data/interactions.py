@@ -192,6 +192,8 @@ def check_feature_coverage(item_index: pd.Index, interaction_items: np.ndarray,
 
 def columns_present(items: pd.DataFrame, cols: Sequence[str],
                     source: str, what: str) -> None:
+    r"""Raises :class:`DataError` naming :obj:`source` if any of
+    :obj:`cols` (:obj:`what` they are, for the message) is missing."""
     missing = [c for c in cols if c not in items.columns]
     if missing:
         raise DataError(f"{source}: {what} column(s) {missing} not found; "

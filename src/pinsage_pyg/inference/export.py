@@ -56,6 +56,7 @@ def _to_numpy(x) -> np.ndarray:
 
 
 def save_npy(path: PathLike, array) -> Path:
+    r"""Atomically writes :obj:`array` (numpy or torch) as a ``.npy``."""
     def write(tmp: str) -> None:
         with open(tmp, 'wb') as f:
             np.save(f, _to_numpy(array))
@@ -165,6 +166,7 @@ def recall_at_k(index, emb, queries, k: int = 10,
 
 
 def save_faiss_index(path: PathLike, index) -> Path:
+    r"""Atomically writes a faiss :obj:`index` to :obj:`path`."""
     import faiss
     return atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
 

@@ -93,6 +93,8 @@ class PinSage(torch.nn.Module):
             self.query_head.reset_parameters()
 
     def encode(self, x: Tensor) -> Tensor:
+        r"""Input encoder: item features :math:`[N, F]` -> hidden
+        :math:`[N, m]` (layer 0 of the convolutions, with dropout)."""
         h = self.encoder(x)
         return F.dropout(h, p=self.dropout, training=self.training)
 
@@ -129,6 +131,10 @@ class PinSage(torch.nn.Module):
         return self.heads(h, side)
 
     def heads(self, h: Tensor, side: str = 'both'):
+        r"""The dense head(s) on final-layer node states :math:`[N, m]`:
+        ``"item"`` -> item embeddings :math:`[N, d]`, ``"query"`` -> query
+        embeddings (the item head unless :obj:`asymmetric`), ``"both"`` ->
+        ``(query, item)``."""
         if side == 'item':
             return self.head(h)
         if side == 'query':

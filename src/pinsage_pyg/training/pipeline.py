@@ -125,6 +125,7 @@ def _val_item(ds: PinSageDataset) -> torch.Tensor:
 
 
 def format_table(df: pd.DataFrame) -> str:
+    r"""The metrics table as printed by ``pinsage-train`` (4 decimals)."""
     return df.to_string(index=False, float_format=lambda v: f'{v:.4f}')
 
 
