@@ -44,6 +44,8 @@ def main():
     p.add_argument('--write', default=None,
                    help='markdown file for the table (default: '
                    'benchmarks/results/ablation_<data>.md)')
+    p.add_argument('--report-only', action='store_true',
+                   help='only tabulate the runs that already finished')
     p.add_argument('overrides', nargs='*')
     args = p.parse_args()
     exe = Path(sys.executable).parent / 'pinsage-train'
@@ -53,6 +55,8 @@ def main():
             run_dir = Path(args.out_dir) / f'ablation-{args.data}' / \
                 f'{variant}-seed{seed}'
             first = baselines is None
+            if args.report_only and not (run_dir / 'metrics.csv').exists():
+                continue
             if not (run_dir / 'metrics.csv').exists():
                 cmd = [str(exe), f'data={args.data}', f'seed={seed}',
                        f'experiment=ablation/{variant}',
@@ -67,23 +71,30 @@ def main():
             ours = df[df.method == 'PinSage'].copy()
             ours['method'] = VARIANTS[variant]
             ours['seed'] = seed
+            ours['variant'] = variant
             rows.append(ours)
             if first and len(df) > 1:
                 baselines = df[df.method != 'PinSage']
-            print(ours.drop(columns='seed').to_string(index=False), flush=True)
+            print(ours.drop(columns=['seed', 'variant']).to_string(
+                index=False), flush=True)
     runs = pd.concat(rows)
+    seeds = runs.groupby('method', sort=False)['seed'].apply(
+        lambda v: ' '.join(map(str, sorted(v))))
+    runs = runs.drop(columns='variant')
     cols = [c for c in runs.columns if c not in ('method', 'seed')]
     mean = runs.groupby('method', sort=False)[cols].mean()
     std = runs.groupby('method', sort=False)[cols].std(ddof=0).fillna(0.0)
     fmt = mean.copy().astype(object)
     for c in cols:
         fmt[c] = [f'{m:.4f} ± {s:.4f}' for m, s in zip(mean[c], std[c])]
+    fmt.insert(0, 'seeds', seeds)
     table = fmt.reset_index()
     if baselines is not None:
         b = baselines.copy()
         for c in cols:
             b[c] = [f'{v:.4f}' for v in b[c]]
-        table = pd.concat([table, b[['method', *cols]]])
+        b['seeds'] = '-'
+        table = pd.concat([table, b[['method', 'seeds', *cols]]])
     lines = ['| ' + ' | '.join(table.columns) + ' |',
              '|' + '---|' * len(table.columns)]
     lines += ['| ' + ' | '.join(map(str, r)) + ' |'
