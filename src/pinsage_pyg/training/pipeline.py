@@ -193,6 +193,7 @@ def run(cfg: DictConfig,
     t0 = time.time()
     check_config(cfg)
     check_trainer(cfg.trainer)
+    SamplerConfig(**dict(cfg.sampler)).resolve_device()  # cuda without GPU
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     try:
