@@ -81,9 +81,10 @@ class SamplerConfig:
         _choice(c, 'sampler.device', SAMPLER_DEVICES)
 
     def resolve_device(self):
-        r"""The :class:`torch.device` the walks run on: ``cpu``, or the
-        current CUDA device for ``cuda`` (and for ``auto`` when a CUDA GPU
-        is visible).
+        r"""The :class:`torch.device` type the walks run on:
+        ``torch.device('cpu')``, or ``torch.device('cuda')`` (the current
+        CUDA device) for ``cuda`` and for ``auto`` when a CUDA GPU is
+        visible. Does not initialise CUDA.
 
         Raises:
             ConfigError: for ``sampler.device=cuda`` without a visible CUDA
@@ -99,7 +100,7 @@ class SamplerConfig:
                 f"visible (torch {torch.__version__}, CUDA build: "
                 f"{torch.version.cuda or 'none'}); use sampler.device=cpu "
                 f"or sampler.device=auto.")
-        return torch.device('cuda', torch.cuda.current_device())
+        return torch.device('cuda')
 
 
 @dataclass

@@ -164,7 +164,8 @@ def test_device_path_is_seeded_and_accepts_cpu_nodes(device):
     assert torch.equal(a.edge_index, b.edge_index)
     assert torch.equal(a.edge_weight, b.edge_weight)
     assert set(a.edge_index[1].tolist()) <= {0, 3, 7}
-    empty = importance_graph(csr, seed=0, nodes=torch.empty(0, dtype=torch.long))
+    empty = importance_graph(csr, seed=0,
+                             nodes=torch.empty(0, dtype=torch.long))
     assert empty.edge_index.shape == (2, 0)
     assert empty.edge_index.device == a.edge_index.device
 

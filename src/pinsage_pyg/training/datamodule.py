@@ -221,8 +221,9 @@ class PinSageDataModule(pl.LightningDataModule):
             trainer = getattr(self, 'trainer', None)
             root = getattr(getattr(trainer, 'strategy', None), 'root_device',
                            None)
-            if isinstance(root, torch.device) and root.type == 'cuda':
-                device = root
+            device = root if isinstance(root, torch.device) and \
+                root.type == 'cuda' else \
+                torch.device('cuda', torch.cuda.current_device())
         return device
 
     def build_graph(self, seed: int) -> Data:
