@@ -41,10 +41,21 @@ def _choice(cfg, path: str, choices) -> None:
                           f"{list(choices)} (got {value!r}).")
 
 
+SAMPLER_DEVICES = ('cpu', 'cuda', 'auto')
+
+
 @dataclass
 class SamplerConfig:
     r"""Random-walk and negative-sampling settings (the ``sampler`` config
-    group); see :func:`~pinsage_pyg.sampler.importance_neighbors`."""
+    group); see :func:`~pinsage_pyg.sampler.importance_neighbors`.
+
+    :obj:`device` is where the importance neighbourhoods are computed (the
+    item-user CSR, the random walks and the top-T selection): ``cpu``
+    (default), ``cuda`` (the current CUDA device; a DDP rank's own GPU) or
+    ``auto`` (``cuda`` if a CUDA GPU is visible, else ``cpu``). The
+    resulting graph is always handed to the loader on the CPU; see
+    :meth:`resolve_device`.
+    """
     num_neighbors: int = 50
     num_walks: int = 100
     walk_length: int = 2
@@ -53,6 +64,7 @@ class SamplerConfig:
     shared_negatives: bool = True
     exclude_pairs: bool = True
     refresh_every_n_epochs: int = 1
+    device: str = 'cpu'
 
     def __post_init__(self) -> None:
         c = {'sampler': {f.name: getattr(self, f.name)
@@ -66,6 +78,29 @@ class SamplerConfig:
         _number(c, 'sampler.num_negatives', int, lambda v: v >= 1, '>= 1')
         _number(c, 'sampler.refresh_every_n_epochs', int, lambda v: v >= 0,
                 '>= 0 (0: never)')
+        _choice(c, 'sampler.device', SAMPLER_DEVICES)
+
+    def resolve_device(self):
+        r"""The :class:`torch.device` type the walks run on:
+        ``torch.device('cpu')``, or ``torch.device('cuda')`` (the current
+        CUDA device) for ``cuda`` and for ``auto`` when a CUDA GPU is
+        visible. Does not initialise CUDA.
+
+        Raises:
+            ConfigError: for ``sampler.device=cuda`` without a visible CUDA
+                GPU.
+        """
+        import torch
+        if self.device == 'cpu' or (self.device == 'auto'
+                                    and not torch.cuda.is_available()):
+            return torch.device('cpu')
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"Invalid config: sampler.device=cuda but no CUDA GPU is "
+                f"visible (torch {torch.__version__}, CUDA build: "
+                f"{torch.version.cuda or 'none'}); use sampler.device=cpu "
+                f"or sampler.device=auto.")
+        return torch.device('cuda')
 
 
 @dataclass

@@ -213,13 +213,20 @@ def importance_graph(
     Seeds are processed :obj:`chunk_size` at a time, so memory is
     ``O(chunk_size * num_walks * walk_length)`` plus the output.
 
+    The walks and the top-T selection run on the device of :obj:`csr`
+    (move it with :meth:`BipartiteCSR.to`), with a random generator on that
+    device; the returned graph is on that device too (``data.cpu()`` moves
+    it back). CPU and CUDA generators give different random streams: the
+    same :obj:`seed` gives the same graph on the same device type, and
+    graphs with the same distribution across devices.
+
     Args:
         csr (BipartiteCSR): The item-user graph (train interactions only).
         x (Tensor, optional): Item features to attach as ``data.x``.
         seed (int, optional): Seed of a private random generator (the same
             seed gives the same graph on the same device).
         nodes (LongTensor, optional): Only compute the neighbourhoods of
-            these items (others get none). Default: all items.
+            these items (others get none; any device). Default: all items.
     """
     device = csr.item_ptr.device
     gen = None
@@ -229,6 +236,7 @@ def importance_graph(
     num_items = csr.num_items
     if nodes is None:
         nodes = torch.arange(num_items, device=device)
+    nodes = nodes.to(device)
     rows, cols, weights = [], [], []
     for lo in range(0, nodes.numel(), chunk_size):
         chunk = nodes[lo:lo + chunk_size]
@@ -237,9 +245,10 @@ def importance_graph(
         rows.append(chunk[r])
         cols.append(nbr)
         weights.append(w)
-    dst = torch.cat(rows) if rows else torch.empty(0, dtype=torch.long)
-    src = torch.cat(cols) if cols else torch.empty(0, dtype=torch.long)
-    w = torch.cat(weights) if weights else torch.empty(0)
+    empty = torch.empty(0, dtype=torch.long, device=device)
+    dst = torch.cat(rows) if rows else empty
+    src = torch.cat(cols) if cols else empty
+    w = torch.cat(weights) if weights else torch.empty(0, device=device)
     perm = torch.sort(dst, stable=True)[1]  # nodes may be unsorted
     dst, src, w = dst[perm], src[perm], w[perm]
     data = Data(edge_index=torch.stack([src, dst]), edge_weight=w,

@@ -153,6 +153,10 @@ class PinSageDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.csr = BipartiteCSR.from_hetero(
             dataset.hetero_data(context_size))
+        # Where the importance graphs are built (sampler.device); checked
+        # here so that `cuda` without a GPU fails at start-up:
+        self.cfg.resolve_device()
+        self._walk_csr: Optional[BipartiteCSR] = None
         self.pairs, dist, self.pair_user = dataset.positive_pairs(
             positive_window, return_distance=True, return_user=True)
         if not 0.0 < positive_decay <= 1.0:
@@ -206,11 +210,42 @@ class PinSageDataModule(pl.LightningDataModule):
         return self.curriculum.stage_at(self._epoch() if epoch is None
                                         else epoch)
 
+    @property
+    def sampler_device(self) -> torch.device:
+        r"""The device the importance graphs are built on
+        (``sampler.device``): the CPU, or under ``cuda`` this rank's GPU
+        (the trainer's root device when it is a CUDA device, else the
+        current CUDA device)."""
+        device = self.cfg.resolve_device()
+        if device.type == 'cuda':
+            trainer = getattr(self, 'trainer', None)
+            root = getattr(getattr(trainer, 'strategy', None), 'root_device',
+                           None)
+            device = root if isinstance(root, torch.device) and \
+                root.type == 'cuda' else \
+                torch.device('cuda', torch.cuda.current_device())
+        return device
+
     def build_graph(self, seed: int) -> Data:
+        r"""An importance graph of every item with the walks' private
+        :obj:`seed`, built on :attr:`sampler_device` (the item-user CSR is
+        copied there once) and returned on the CPU with the item features
+        as ``x``, ready for the loader's worker processes."""
         c = self.cfg
-        return importance_graph(self.csr, self.dataset.x, c.num_neighbors,
-                                c.num_walks, c.walk_length, c.restart_prob,
-                                seed=seed)
+        device = self.sampler_device
+        if device.type == 'cpu':
+            csr = self.csr
+        else:
+            if self._walk_csr is None or \
+                    self._walk_csr.item_ptr.device != device:
+                self._walk_csr = self.csr.to(device)
+            csr = self._walk_csr
+        graph = importance_graph(csr, None, c.num_neighbors, c.num_walks,
+                                 c.walk_length, c.restart_prob, seed=seed)
+        graph = graph.cpu()
+        if self.dataset.x is not None:
+            graph.x = self.dataset.x
+        return graph
 
     @property
     def eval_graph(self) -> Data:

@@ -12,6 +12,7 @@ draws its shared and hard negatives from generators seeded by
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Mapping, Optional
 
 import lightning.pytorch as pl
@@ -137,3 +138,60 @@ class ThreadsPerProcess(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
               stage: Optional[str] = None) -> None:
         torch.set_num_threads(self.threads)
+
+
+#: Test hook: ``PINSAGE_TEST_FAIL_RANK=<rank>:<step>[:kill]`` makes that
+#: global rank fail when it is about to train the batch after ``<step>``
+#: optimizer steps: it raises :class:`InjectedFailure`, or with ``:kill``
+#: dies at once with ``SIGKILL`` (like the OOM killer). Used by the tests
+#: to check that a dying rank fails the whole run; never set it otherwise.
+FAIL_RANK_ENV = 'PINSAGE_TEST_FAIL_RANK'
+
+
+class InjectedFailure(RuntimeError):
+    r"""The failure raised by :class:`FailureInjection` (test hook)."""
+
+
+class FailureInjection(pl.Callback):
+    r"""Test hook: global rank :obj:`rank` fails at the start of the batch
+    trained after :obj:`step` optimizer steps (``trainer.global_step ==
+    step``), raising :class:`InjectedFailure` or, with :obj:`kill`, killing
+    its own process with ``SIGKILL``. Built from the
+    ``PINSAGE_TEST_FAIL_RANK=<rank>:<step>[:kill]`` environment variable by
+    :meth:`from_env`, which every relaunched DDP rank inherits."""
+    def __init__(self, rank: int, step: int, kill: bool = False):
+        self.rank, self.step, self.kill = int(rank), int(step), bool(kill)
+
+    @classmethod
+    def from_env(cls) -> Optional['FailureInjection']:
+        r"""The hook described by ``PINSAGE_TEST_FAIL_RANK``, or ``None``
+        when it is unset or empty.
+
+        Raises:
+            ConfigError: if it is not of the form ``<rank>:<step>[:kill]``.
+        """
+        value = os.environ.get(FAIL_RANK_ENV, '').strip()
+        if not value:
+            return None
+        parts = value.split(':')
+        try:
+            if len(parts) not in (2, 3) or parts[2:] not in ([], ['kill']):
+                raise ValueError
+            return cls(int(parts[0]), int(parts[1]), kill=len(parts) == 3)
+        except ValueError:
+            raise ConfigError(f"{FAIL_RANK_ENV}={value!r} must be "
+                              f"<rank>:<step> or <rank>:<step>:kill, e.g. "
+                              f"1:5 (a test hook; unset it to train "
+                              f"normally).") from None
+
+    def on_train_batch_start(self, trainer: pl.Trainer,
+                             pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_rank != self.rank or \
+                trainer.global_step != self.step:
+            return
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise InjectedFailure(
+            f"{FAIL_RANK_ENV}={self.rank}:{self.step}: injected failure on "
+            f"rank {self.rank} at global step {self.step} (test hook)")

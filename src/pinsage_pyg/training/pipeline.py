@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
@@ -32,7 +33,8 @@ from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
                                                 RNGStates, check_resume,
                                                 load_checkpoint)
 from pinsage_pyg.training.datamodule import PinSageDataModule
-from pinsage_pyg.training.distributed import (ThreadsPerProcess,
+from pinsage_pyg.training.distributed import (FailureInjection,
+                                              ThreadsPerProcess,
                                               check_trainer,
                                               check_world_size)
 from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
@@ -148,6 +150,25 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback],
         raise ConfigError(f"Invalid config: trainer: {first[0]}") from None
 
 
+def report_rank_failure(trainer: pl.Trainer, error: BaseException,
+                        ckpt_dir: Path) -> None:
+    r"""Prints one ``error:`` line to stderr for a data-parallel rank whose
+    training failed: which rank, the error, and the newest checkpoint to
+    resume from. The other ranks then fail too (their collectives lose the
+    peer, or Lightning's process observer kills them), so the whole run
+    exits non-zero."""
+    first = (str(error).strip().splitlines() or [''])[0][:300]
+    ckpts = sorted(ckpt_dir.glob('*.ckpt'), key=lambda p: p.stat().st_mtime)
+    hint = (f"resume from the newest complete checkpoint with resume="
+            f"{ckpts[-1]} (same trainer and data settings)") if ckpts else \
+        "no checkpoint was written yet"
+    msg = (f"rank {trainer.global_rank} of {trainer.world_size} failed "
+           f"during training ({type(error).__name__}: {first}); the run "
+           f"stops on every rank; {hint}.")
+    log.error('%s', msg)
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+
+
 def epochs_trained(trainer: pl.Trainer) -> int:
     r"""Epochs completed by :obj:`trainer`. After ``ddp_spawn`` the main
     process's loops never ran (only the metrics come back from rank 0), so
@@ -173,6 +194,7 @@ def run(cfg: DictConfig,
     t0 = time.time()
     check_config(cfg)
     check_trainer(cfg.trainer)
+    SamplerConfig(**dict(cfg.sampler)).resolve_device()  # cuda without GPU
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     try:
@@ -218,6 +240,9 @@ def run(cfg: DictConfig,
             save_top_k=1, enable_version_counter=False))
     all_callbacks += [RNGStates(), ThreadsPerProcess(int(cfg.threads)),
                       *(callbacks or [])]
+    failure = FailureInjection.from_env()  # test hook, normally None
+    if failure is not None:
+        all_callbacks.append(failure)
     trainer = build_trainer(cfg, all_callbacks, out_dir)
     world_size = int(trainer.world_size)
     check_world_size(int(cfg.data.batch_size), world_size)
@@ -233,8 +258,13 @@ def run(cfg: DictConfig,
                  start_epoch, saved.get('global_step'))
         del saved
     t_fit = time.time()
-    trainer.fit(module, datamodule=dm,
-                ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(module, datamodule=dm,
+                    ckpt_path=str(resume) if resume else None)
+    except Exception as e:
+        if world_size > 1:
+            report_rank_failure(trainer, e, ckpt_dir)
+        raise
     fit_seconds = time.time() - t_fit
     # Training is over: leave the process group, so that the evaluation
     # below stays local to rank 0 (torchmetrics would otherwise try to
