@@ -34,19 +34,6 @@ def run_cli(args, cwd, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope='module')
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny_ddp')
-    inter, items = synthetic_interactions(num_users=60, num_items=80,
-                                          num_interactions=1500)
-    inter.to_csv(root / 'interactions.csv', index=False)
-    items.to_csv(root / 'items.csv', index=False)
-    return ['data=files', f'data.interactions={root / "interactions.csv"}',
-            f'data.items={root / "items.csv"}',
-            'data.unknown_feature_items=embed',
-            'data.features.multilabel_columns=[genres]']
-
-
 def one_error(proc) -> str:
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [ln for ln in proc.stderr.splitlines()
@@ -57,11 +44,11 @@ def one_error(proc) -> str:
 
 
 @pytest.mark.slow
-def test_cli_ddp_cpu_two_processes(files, tmp_path):
+def test_cli_ddp_cpu_two_processes(tiny_csv, tmp_path):
     single, ddp = tmp_path / 'single', tmp_path / 'ddp'
-    ref = run_cli([*files, *TINY, f'hydra.run.dir={single}'], tmp_path)
+    ref = run_cli([*tiny_csv, *TINY, f'hydra.run.dir={single}'], tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    proc = run_cli([*files, *TINY, 'trainer=ddp_cpu',
+    proc = run_cli([*tiny_csv, *TINY, 'trainer=ddp_cpu',
                     f'hydra.run.dir={ddp}'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((ddp / 'summary.json').read_text())
@@ -97,9 +84,9 @@ def test_cli_gpu_trainer_without_gpu_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_resume_from_other_dataset_is_one_clear_error(files, tmp_path):
+def test_cli_resume_from_other_dataset_is_one_clear_error(tiny_csv, tmp_path):
     first = tmp_path / 'first'
-    proc = run_cli([*files, *TINY, 'evaluate.baselines=false',
+    proc = run_cli([*tiny_csv, *TINY, 'evaluate.baselines=false',
                     f'hydra.run.dir={first}'], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     other = tmp_path / 'other.csv'

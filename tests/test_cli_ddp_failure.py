@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from pinsage_pyg.config import ConfigError
-from pinsage_pyg.data.synthetic import synthetic_interactions
 from pinsage_pyg.training.checkpointing import (load_checkpoint,
                                                 loader_position)
 from pinsage_pyg.training.distributed import (FAIL_RANK_ENV,
@@ -38,19 +37,6 @@ TINY = [
     'checkpoint.every_n_train_steps=2',
 ]
 TIMEOUT = 180  # seconds; a failed run takes ~20 s on a contended 2-core box
-
-
-@pytest.fixture(scope='module')
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny_ddp_failure')
-    inter, items = synthetic_interactions(num_users=60, num_items=80,
-                                          num_interactions=1500)
-    inter.to_csv(root / 'interactions.csv', index=False)
-    items.to_csv(root / 'items.csv', index=False)
-    return ['data=files', f'data.interactions={root / "interactions.csv"}',
-            f'data.items={root / "items.csv"}',
-            'data.unknown_feature_items=embed',
-            'data.features.multilabel_columns=[genres]']
 
 
 def processes_mentioning(text: str):
@@ -127,10 +113,10 @@ def test_failure_hook_from_env(monkeypatch):
 
 
 @pytest.mark.slow
-def test_dead_rank_fails_run_and_checkpoint_resumes(files, tmp_path):
+def test_dead_rank_fails_run_and_checkpoint_resumes(tiny_csv, tmp_path):
     run_dir = tmp_path / 'failed'
     rc, out, err, seconds = run_cli(
-        [*files, *TINY, f'hydra.run.dir={run_dir}'], tmp_path, fail='1:5')
+        [*tiny_csv, *TINY, f'hydra.run.dir={run_dir}'], tmp_path, fail='1:5')
     assert rc != 0, err[-3000:]
     assert seconds < TIMEOUT
     assert_no_leftovers(run_dir)
@@ -150,7 +136,7 @@ def test_dead_rank_fails_run_and_checkpoint_resumes(files, tmp_path):
                 if p.name != 'step.ckpt' and not p.name.endswith('.ckpt')]
     # ... and resumable (a mid-epoch checkpoint: same world size).
     resumed = tmp_path / 'resumed'
-    rc, out, err, _ = run_cli([*files, *TINY, f'resume={step_ckpt}',
+    rc, out, err, _ = run_cli([*tiny_csv, *TINY, f'resume={step_ckpt}',
                                f'hydra.run.dir={resumed}'], tmp_path)
     assert rc == 0, err[-3000:]
     summary = json.loads((resumed / 'summary.json').read_text())
@@ -161,11 +147,11 @@ def test_dead_rank_fails_run_and_checkpoint_resumes(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_rank_fails_run_promptly(files, tmp_path):
+def test_killed_rank_fails_run_promptly(tiny_csv, tmp_path):
     # SIGKILL (e.g. the OOM killer): no Python exception on that rank.
     run_dir = tmp_path / 'killed'
     rc, out, err, seconds = run_cli(
-        [*files, *TINY, f'hydra.run.dir={run_dir}'], tmp_path,
+        [*tiny_csv, *TINY, f'hydra.run.dir={run_dir}'], tmp_path,
         fail='1:5:kill')
     assert rc != 0, err[-3000:]
     assert seconds < TIMEOUT

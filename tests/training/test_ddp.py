@@ -114,19 +114,6 @@ TINY = ['model.hidden_channels=16', 'model.out_channels=8',
         'checkpoint.every_n_train_steps=0']
 
 
-@pytest.fixture(scope='module')
-def tiny_csv(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ddp_data')
-    inter, items = synthetic_interactions(num_users=60, num_items=80,
-                                          num_interactions=1500)
-    inter.to_csv(root / 'interactions.csv', index=False)
-    items.to_csv(root / 'items.csv', index=False)
-    return ['data=files', f'data.interactions={root / "interactions.csv"}',
-            f'data.items={root / "items.csv"}',
-            'data.unknown_feature_items=embed',
-            'data.features.multilabel_columns=[genres]']
-
-
 def compose_train(overrides):
     with initialize_config_module(config_module='pinsage_pyg.configs',
                                   version_base='1.3'):

@@ -16,7 +16,6 @@ import torch
 from hydra import compose, initialize_config_module
 
 from pinsage_pyg.config import ConfigError
-from pinsage_pyg.data import synthetic_interactions
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
                                                 check_resume,
                                                 load_checkpoint,
@@ -100,19 +99,6 @@ def test_check_resume_lists_every_mismatch():
 
 
 # ------------------------------------------------- in-process resume ---
-@pytest.fixture(scope='module')
-def tiny_csv(tmp_path_factory):
-    root = tmp_path_factory.mktemp('resume_data')
-    inter, items = synthetic_interactions(num_users=60, num_items=80,
-                                          num_interactions=1500)
-    inter.to_csv(root / 'interactions.csv', index=False)
-    items.to_csv(root / 'items.csv', index=False)
-    return ['data=files', f'data.interactions={root / "interactions.csv"}',
-            f'data.items={root / "items.csv"}',
-            'data.unknown_feature_items=embed',
-            'data.features.multilabel_columns=[genres]']
-
-
 def compose_train(overrides):
     with initialize_config_module(config_module='pinsage_pyg.configs',
                                   version_base='1.3'):
