@@ -24,7 +24,7 @@ import torch
 
 from pinsage_pyg.config import HardNegativeConfig
 from pinsage_pyg.sampler import BipartiteCSR, HardNegativeMiner, ppr_topk
-from pinsage_pyg.sampler.hard_negatives import band_ranks
+from pinsage_pyg.sampler.hard_negatives import band_ranks, default_num_walks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def main():
     rows.append((f'synthetic {args.items // 1000}K', big.num_items,
                  big.item_users.numel(), f'[{lo}, {hi})', 'walk',
                  t_big / (len(qb) / 1000)))
-    walks = -(-32 * hi // 8)
+    walks = default_num_walks(hi, 8)
     band_mb = 4 * (hi - lo) / 2**20
     big_note = (f"Synthetic graph: {args.users} users x {args.edges_per_user} "
                 f"Zipf-drawn engagements ({big.item_users.numel()} unique "

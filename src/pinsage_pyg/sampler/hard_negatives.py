@@ -73,6 +73,12 @@ def band_ranks(num_items: int, start: float = 0.02, end: float = 0.05,
     return lo, hi
 
 
+def default_num_walks(k: int, walk_length: int) -> int:
+    r"""Walks per query that :func:`ppr_topk` uses by default for the top
+    :obj:`k`: about 32 visits per requested rank."""
+    return max(1, math.ceil(32 * k / walk_length))
+
+
 def transition_matrices(csr: BipartiteCSR) -> Tuple[Tensor, Tensor]:
     r"""Sparse CSR matrices of the two hops of an item -> user -> item step
     (uniform choice at each hop): ``to_user [num_users, num_items]`` with
@@ -189,7 +195,7 @@ def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
         scores[:, :kk] = torch.where(ok, val, torch.zeros_like(val))
         return items, scores
     if num_walks is None:
-        num_walks = max(1, math.ceil(32 * k / walk_length))
+        num_walks = default_num_walks(k, walk_length)
     row, item, weight = importance_neighbors(
         csr, queries, num_neighbors=k, num_walks=num_walks,
         walk_length=walk_length, restart_prob=restart_prob,
@@ -261,7 +267,7 @@ class HardNegativeMiner:
         c = self.config
         if resolve_method(csr, c.method) == 'power':
             return csr.num_items
-        walks = c.num_walks or max(1, math.ceil(32 * self.hi / c.walk_length))
+        walks = c.num_walks or default_num_walks(self.hi, c.walk_length)
         return walks * c.walk_length
 
     @property
