@@ -17,3 +17,16 @@ def tiny_csv(tmp_path_factory):
             f'data.items={root / "items.csv"}',
             'data.unknown_feature_items=embed',
             'data.features.multilabel_columns=[genres]']
+
+
+@pytest.fixture(scope='session')
+def compose_train():
+    r"""``compose_train(overrides)``: the ``train`` config composed with
+    Hydra's compose API, as ``pinsage-train`` would see it."""
+    from hydra import compose, initialize_config_module
+
+    def _compose(overrides=()):
+        with initialize_config_module(config_module='pinsage_pyg.configs',
+                                      version_base='1.3'):
+            return compose('train', overrides=list(overrides))
+    return _compose

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from pinsage_pyg.config import ConfigError, check_config
@@ -26,13 +25,6 @@ TINY = [
 
 
 # ---------------------------------------------------------- compose API ---
-@pytest.fixture(scope='module')
-def compose_train():
-    with initialize_config_module(config_module='pinsage_pyg.configs',
-                                  version_base='1.3'):
-        yield lambda overrides=(): compose('train', overrides=list(overrides))
-
-
 def test_compose_defaults(compose_train, monkeypatch, tmp_path):
     monkeypatch.setenv('PINSAGE_DATA_ROOT', str(tmp_path))
     cfg = compose_train()

@@ -6,7 +6,6 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from pinsage_pyg.config import ConfigError
 from pinsage_pyg.data import build_dataset, synthetic_interactions
@@ -114,15 +113,9 @@ TINY = ['model.hidden_channels=16', 'model.out_channels=8',
         'checkpoint.every_n_train_steps=0']
 
 
-def compose_train(overrides):
-    with initialize_config_module(config_module='pinsage_pyg.configs',
-                                  version_base='1.3'):
-        return compose('train', overrides=list(overrides))
-
-
 @pytest.mark.slow
-def test_ddp_spawn_two_ranks_train_different_data_same_weights(tiny_csv,
-                                                               tmp_path):
+def test_ddp_spawn_two_ranks_train_different_data_same_weights(
+        tiny_csv, compose_train, tmp_path):
     from pinsage_pyg.training.pipeline import run
     single = run(compose_train([*tiny_csv, *TINY, 'trainer.max_epochs=1',
                                 f'output.dir={tmp_path / "single"}']))
@@ -164,8 +157,8 @@ def test_ddp_spawn_two_ranks_train_different_data_same_weights(tiny_csv,
     (['trainer=ddp_cpu', 'trainer.devices=4096'],
      'trainer.devices=4096 but this machine has'),
 ])
-def test_start_up_errors_before_training(tiny_csv, tmp_path, overrides,
-                                         match):
+def test_start_up_errors_before_training(tiny_csv, compose_train, tmp_path,
+                                         overrides, match):
     from pinsage_pyg.training.pipeline import run
     with pytest.raises(ConfigError, match=match):
         run(compose_train([*tiny_csv, *TINY, *overrides,

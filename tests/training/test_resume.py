@@ -13,7 +13,6 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 from pinsage_pyg.config import ConfigError
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
@@ -99,12 +98,6 @@ def test_check_resume_lists_every_mismatch():
 
 
 # ------------------------------------------------- in-process resume ---
-def compose_train(overrides):
-    with initialize_config_module(config_module='pinsage_pyg.configs',
-                                  version_base='1.3'):
-        return compose('train', overrides=list(overrides))
-
-
 class KeepStep(pl.Callback):
     r"""Copies the periodic checkpoint written at global step :obj:`step`
     (at the start of the next batch: Lightning runs checkpoint callbacks
@@ -124,7 +117,7 @@ def final_weights(run_dir: Path):
     return ckpt['state_dict'], ckpt['global_step']
 
 
-def test_mid_epoch_resume_replays_exactly(tiny_csv, tmp_path):
+def test_mid_epoch_resume_replays_exactly(tiny_csv, compose_train, tmp_path):
     from pinsage_pyg.training.pipeline import run
     base = [*tiny_csv, *TINY, 'trainer.max_epochs=2',
             'checkpoint.every_n_train_steps=4']
@@ -147,7 +140,8 @@ def test_mid_epoch_resume_replays_exactly(tiny_csv, tmp_path):
     pd.testing.assert_frame_equal(ma, mb, atol=1e-6)
 
 
-def test_resume_from_other_model_size_is_refused(tiny_csv, tmp_path):
+def test_resume_from_other_model_size_is_refused(tiny_csv, compose_train,
+                                                tmp_path):
     from pinsage_pyg.training.pipeline import run
     base = [*tiny_csv, *TINY, 'trainer.max_epochs=1']
     run(compose_train([*base, f'output.dir={tmp_path / "a"}']))
