@@ -160,6 +160,14 @@ class PinSageConv(MessagePassing):
 
     def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
         h = x[0]
+        if h.dtype in (torch.float16, torch.bfloat16):
+            # Under autocast: cuSPARSE's SpMM backward has no half-precision
+            # CSR kernel ("operation not supported"), so pool in float32.
+            h = h.float()
+        with torch.autocast(h.device.type, enabled=False):
+            return self._pool(adj_t, h)
+
+    def _pool(self, adj_t: Adj, h: Tensor) -> Tensor:
         if self.pooling == 'importance':
             # sum_v alpha_uv m_v / sum_v alpha_uv (no edge weights: mean)
             num = spmm(adj_t, h, reduce='sum')

@@ -182,7 +182,7 @@ class PinSageSampler(BaseSampler):
     # ------------------------------------------------------------------
     def sample_from_nodes(self, inputs: NodeSamplerInput,
                           **kwargs) -> SamplerOutput:
-        seeds, _ = _unique_first(inputs.node.long())
+        seeds, _ = _unique_first(inputs.node.long().to(self.src.device))
         if seeds.numel() != inputs.node.numel():
             raise ValueError("PinSageSampler.sample_from_nodes expects unique "
                              "seed nodes per batch")
@@ -195,7 +195,10 @@ class PinSageSampler(BaseSampler):
         inputs: EdgeSamplerInput,
         neg_sampling: Optional[NegativeSampling] = None,
     ) -> SamplerOutput:
-        src, dst = inputs.row.long(), inputs.col.long()
+        # The sampler works on its graph's device (the inputs may come
+        # from a CPU loader or from PyG's input containers on the CPU).
+        device = self.src.device
+        src, dst = inputs.row.long().to(device), inputs.col.long().to(device)
         num_pos = src.numel()
         neg = torch.empty(0, dtype=torch.long, device=src.device)
         gen = self._generator(inputs.input_id, src.device) \
