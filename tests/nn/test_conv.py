@@ -105,3 +105,24 @@ def test_gradients_flow():
     conv(x, edge_index, torch.rand(4)).sum().backward()
     assert x.grad is not None and x.grad[1:].abs().sum() > 0
     assert conv.lin_q.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=(
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason='no CUDA GPU visible')))])
+@pytest.mark.parametrize('aggr', ['importance', 'mean'])
+def test_bf16_autocast_forward_and_backward(device, aggr):
+    # On CUDA the fused CSR pooling's bf16 backward is not supported by
+    # cuSPARSE: the layer pools in float32 under autocast.
+    torch.manual_seed(0)
+    x = torch.randn(40, 8, device=device, requires_grad=True)
+    edge_index = torch.randint(40, (2, 200), device=device)
+    w = torch.rand(200, device=device)
+    conv = PinSageConv(8, 16, aggr=aggr).to(device)
+    ref = conv(x, edge_index, w)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out = conv(x, edge_index, w)
+    out.float().sum().backward()
+    assert torch.allclose(out.float(), ref, atol=0.05)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert torch.isfinite(conv.lin_q.weight.grad).all()

@@ -232,3 +232,31 @@ def test_sampler_device_cuda_without_gpu_fails_at_startup(monkeypatch,
     with pytest.raises(ConfigError, match='sampler.device=cuda'):
         PinSageDataModule(build_dataset(inter), 1,
                           SamplerConfig(device='cuda'))
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_sampler_takes_cpu_inputs_for_a_graph_on_device(device):
+    # PyG's input containers (and a CPU loader) hand CPU ids to a sampler
+    # whose importance graph lives on the GPU: it must sample there.
+    from torch_geometric.sampler import (EdgeSamplerInput, NegativeSampling,
+                                         NodeSamplerInput)
+
+    from pinsage_pyg.sampler import PinSageSampler
+    graph = importance_graph(random_csr().to(device), None, 4, 20, 2, seed=0)
+    sampler = PinSageSampler(graph, 2, seed=0)
+    out = sampler.sample_from_edges(
+        EdgeSamplerInput(input_id=torch.arange(3), row=torch.tensor([0, 1, 2]),
+                         col=torch.tensor([3, 4, 5]), label=None),
+        NegativeSampling('triplet', 4))
+    assert out.node.device.type == device
+    assert out.row.device.type == device
+    # the query-positive edges are excluded on the device, too
+    node = out.node.cpu()
+    pairs = {(int(node[r]), int(node[c]))
+             for r, c in zip(out.row.cpu(), out.col.cpu())}
+    for q, p in [(0, 3), (1, 4), (2, 5)]:
+        assert (q, p) not in pairs and (p, q) not in pairs
+    out = sampler.sample_from_nodes(NodeSamplerInput(
+        input_id=None, node=torch.tensor([0, 5, 7])))
+    assert out.node.device.type == device
+    assert out.node[:3].cpu().tolist() == [0, 5, 7]
