@@ -30,3 +30,33 @@ def compose_train():
                                       version_base='1.3'):
             return compose('train', overrides=list(overrides))
     return _compose
+
+
+#: The compiled extras of ``pip install --no-build-isolation '.[ext]'``.
+EXT_INSTALL = ("pip install --no-build-isolation torch-scatter torch-sparse "
+               "torch-cluster (after torch)")
+
+
+@pytest.fixture
+def require_ext():
+    r"""``require_ext(module)``: skips the test when the optional compiled
+    package :obj:`module` is not importable, with the command that installs
+    it; with ``PINSAGE_REQUIRE_EXT=1`` (set by ``.ci/run``, which installs
+    the ``[ext]`` extra) the test fails instead, so CI never skips the
+    backend parity tests silently. pyg-lib (no PyPI wheels) always skips."""
+    import importlib
+    import os
+
+    def _require(module: str):
+        try:
+            return importlib.import_module(module)
+        except Exception as e:  # absent, or built against another torch
+            reason = (f"{module} is not importable ({type(e).__name__}: "
+                      f"{e}); it is an optional backend: {EXT_INSTALL}")
+            if module == 'pyg_lib':
+                pytest.skip(f"pyg_lib is not importable; it has no PyPI "
+                            f"wheels (see https://data.pyg.org/whl/)")
+            if os.environ.get('PINSAGE_REQUIRE_EXT', '') not in ('', '0'):
+                pytest.fail(reason + " -- PINSAGE_REQUIRE_EXT is set")
+            pytest.skip(reason)
+    return _require

@@ -55,6 +55,11 @@ class SamplerConfig:
     ``auto`` (``cuda`` if a CUDA GPU is visible, else ``cpu``). The
     resulting graph is always handed to the loader on the CPU; see
     :meth:`resolve_device`.
+
+    :obj:`backend` is the random-walk kernel: ``auto`` (the fastest
+    measured for that device among the installed ones, see
+    :data:`~pinsage_pyg.sampler.walk_backends.AUTO_ORDER`), ``torch``,
+    ``torch_cluster`` or ``pyg_lib``; see :meth:`resolve_backend`.
     """
     num_neighbors: int = 50
     num_walks: int = 100
@@ -65,6 +70,7 @@ class SamplerConfig:
     exclude_pairs: bool = True
     refresh_every_n_epochs: int = 1
     device: str = 'cpu'
+    backend: str = 'auto'
 
     def __post_init__(self) -> None:
         c = {'sampler': {f.name: getattr(self, f.name)
@@ -79,6 +85,24 @@ class SamplerConfig:
         _number(c, 'sampler.refresh_every_n_epochs', int, lambda v: v >= 0,
                 '>= 0 (0: never)')
         _choice(c, 'sampler.device', SAMPLER_DEVICES)
+        from pinsage_pyg.sampler.walk_backends import WALK_BACKENDS
+        _choice(c, 'sampler.backend', WALK_BACKENDS)
+        if self.device == 'cpu':
+            self.resolve_backend()  # a missing package fails at start-up
+
+    def resolve_backend(self) -> str:
+        r"""The concrete walk backend for :meth:`resolve_device`.
+
+        Raises:
+            ConfigError: for a backend that is not installed for that
+                device (with the command that installs it).
+        """
+        from pinsage_pyg.sampler.walk_backends import resolve_walk_backend
+        try:
+            return resolve_walk_backend(self.backend, self.resolve_device())
+        except ValueError as e:
+            raise ConfigError(f"Invalid config: sampler.backend="
+                              f"{self.backend}: {e}") from None
 
     def resolve_device(self):
         r"""The :class:`torch.device` type the walks run on:

@@ -172,7 +172,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
                 restart_prob=sampler.restart_prob, seed=seed,
                 chunk_size=int(cfg.chunk_size),
                 walk_chunk_size=int(cfg.walk_chunk_size),
-                extra_fingerprint={'dataset': ds.name})
+                extra_fingerprint={'dataset': ds.name},
+                backend=sampler.resolve_backend())
     out = Path(cfg.output.dir)
     work = Path(cfg.output.work_dir) if cfg.output.work_dir else \
         out / '.work'

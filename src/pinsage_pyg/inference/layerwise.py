@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from pinsage_pyg.inference.export import atomic_write
+from pinsage_pyg.sampler.walk_backends import resolve_walk_backend
 from pinsage_pyg.sampler.walks import BipartiteCSR, importance_neighbors
 
 PathLike = Union[str, os.PathLike]
@@ -248,12 +249,14 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
                  walk_length: int = 2, restart_prob: float = 0.0,
                  seed: int = 0, chunk_size: int = 16384,
                  walk_chunk_size: int = 65536,
-                 extra_fingerprint: Optional[Dict[str, Any]] = None
-                 ) -> Dict[str, Any]:
+                 extra_fingerprint: Optional[Dict[str, Any]] = None,
+                 backend: str = 'auto') -> Dict[str, Any]:
     r"""What identifies a :func:`layerwise_embed` run (stored as
     ``manifest.json``): hashes of the model, the features and the graph,
-    the sampler settings and the chunk sizes."""
+    the sampler settings (with the resolved walk backend: walks of another
+    backend are another random stream) and the chunk sizes."""
     num_items = csr.num_items
+    backend = resolve_walk_backend(backend, csr.item_ptr.device)
     return {
         'format': FORMAT_VERSION,
         'num_items': int(num_items),
@@ -265,7 +268,8 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
         'sampler': dict(num_neighbors=int(num_neighbors),
                         num_walks=int(num_walks),
                         walk_length=int(walk_length),
-                        restart_prob=float(restart_prob), seed=int(seed)),
+                        restart_prob=float(restart_prob), seed=int(seed),
+                        backend=backend),
         'chunk_size': int(chunk_size),
         'walk_chunk_size': int(walk_chunk_size),
         'extra': extra_fingerprint or {},
@@ -291,6 +295,7 @@ def layerwise_embed(
     overwrite: bool = False,
     progress: bool = False,
     extra_fingerprint: Optional[Dict[str, Any]] = None,
+    backend: str = 'auto',
 ) -> LayerwiseResult:
     r"""Embeds every item layer-wise, out of core and resumably (see the
     module docstring for the stages and files).
@@ -329,6 +334,9 @@ def layerwise_embed(
         progress (bool): Show a progress bar. (default: :obj:`False`)
         extra_fingerprint (dict, optional): More arguments that identify
             the run (e.g. the dataset config); stored in the manifest.
+        backend (str): Walk kernel (see
+            :func:`~pinsage_pyg.sampler.random_walk`); its resolved name is
+            part of the manifest.
 
     Returns:
         :class:`LayerwiseResult`.
@@ -359,7 +367,8 @@ def layerwise_embed(
     K, m = model.num_layers, model.hidden_channels
     manifest = run_manifest(model, x, csr, num_neighbors, num_walks,
                             walk_length, restart_prob, seed, chunk_size,
-                            walk_chunk_size, extra_fingerprint)
+                            walk_chunk_size, extra_fingerprint, backend)
+    backend = manifest['sampler']['backend']
     _check_manifest(work, manifest, overwrite)
     prog = _Progress(work / PROGRESS)
     index_dtype = np.int32 if num_items < 2**31 else np.int64
@@ -416,7 +425,7 @@ def layerwise_embed(
         seeds = torch.arange(lo, hi, device=csr.item_ptr.device)
         row, item, w = importance_neighbors(csr, seeds, T, num_walks,
                                             walk_length, restart_prob,
-                                            gen)
+                                            gen, backend)
         nbr, wt = _pad_neighbors(row.cpu(), item.cpu(), w.cpu(), hi - lo,
                                  T, index_dtype)
         _write_rows(nbr_path, lo, nbr)

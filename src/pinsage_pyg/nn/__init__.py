@@ -1,9 +1,11 @@
 r"""PinSage layers, model and losses."""
-from pinsage_pyg.nn.conv import PinSageConv
+from pinsage_pyg.nn.conv import ADJ_LAYOUTS, PinSageConv, to_adj_t
 from pinsage_pyg.nn.loss import max_margin_loss, sampled_softmax_loss
 from pinsage_pyg.nn.model import PinSage, PinSageHead
 
 __all__ = [
+    'ADJ_LAYOUTS',
+    'to_adj_t',
     'PinSageConv',
     'PinSage',
     'PinSageHead',

@@ -7,10 +7,62 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.typing import Adj, OptPairTensor, OptTensor, Size
-from torch_geometric.utils import is_sparse, spmm, to_torch_csr_tensor
+from torch_geometric.typing import (Adj, OptPairTensor, OptTensor, Size,
+                                    SparseTensor)
+from torch_geometric.utils import (is_sparse, is_torch_sparse_tensor, spmm,
+                                   to_torch_coo_tensor, to_torch_csr_tensor)
 
 AGGRS = ('importance', 'mean', 'max')
+#: Adjacency layouts of :func:`to_adj_t` (and of ``PinSage.inference``).
+ADJ_LAYOUTS = ('edge_index', 'csr', 'coo', 'sparse_tensor')
+
+
+def to_adj_t(edge_index: Tensor, edge_weight: OptTensor, size: Tuple[int, int],
+             layout: str = 'csr') -> Adj:
+    r"""``edge_index`` (``[2, E]``, row 0 = source/neighbour, row 1 =
+    target) and its weights as the adjacency :class:`PinSageConv` takes in
+    :obj:`layout`: ``edge_index`` (returned as is), ``csr`` / ``coo``
+    (:obj:`torch.sparse` ``adj_t`` of shape ``[num_dst, num_src]``, values
+    = weights or ones) or ``sparse_tensor`` (a
+    :class:`torch_sparse.SparseTensor` ``adj_t``; needs torch-sparse).
+    :obj:`size` is ``(num_src, num_dst)``."""
+    num_src, num_dst = size
+    if layout == 'edge_index':
+        return edge_index
+    if layout == 'csr':
+        return to_torch_csr_tensor(edge_index.flip(0), edge_weight,
+                                   size=(num_dst, num_src))
+    if layout == 'coo':
+        return to_torch_coo_tensor(edge_index.flip(0), edge_weight,
+                                   size=(num_dst, num_src))
+    if layout == 'sparse_tensor':
+        from torch_geometric.typing import WITH_TORCH_SPARSE
+        if not WITH_TORCH_SPARSE:
+            raise ImportError(
+                "adjacency layout 'sparse_tensor' needs torch-sparse: pip "
+                "install --no-build-isolation torch-scatter torch-sparse "
+                "(after torch), or use layout 'csr' (same result)")
+        return SparseTensor(row=edge_index[1], col=edge_index[0],
+                            value=edge_weight,
+                            sparse_sizes=(num_dst, num_src))
+    raise ValueError(f"unknown adjacency layout '{layout}' (choose one of "
+                     f"{', '.join(ADJ_LAYOUTS)})")
+
+
+def adj_to_edge_index(adj_t: Adj) -> Tuple[Tensor, OptTensor]:
+    r"""``(edge_index, edge_weight)`` of a sparse ``adj_t`` (the inverse of
+    :func:`to_adj_t`; weights are :obj:`None` where it has no values)."""
+    if isinstance(adj_t, SparseTensor):
+        row, col, value = adj_t.coo()
+        return torch.stack([col, row]), value
+    if adj_t.layout == torch.sparse_csr:
+        crow = adj_t.crow_indices()
+        row = torch.repeat_interleave(
+            torch.arange(crow.numel() - 1, device=crow.device),
+            crow[1:] - crow[:-1])
+        return torch.stack([adj_t.col_indices(), row]), adj_t.values()
+    adj_t = adj_t.coalesce()
+    return adj_t.indices().flip(0), adj_t.values()
 
 
 class PinSageConv(MessagePassing):
@@ -118,24 +170,68 @@ class PinSageConv(MessagePassing):
         h = self.project(x_src)
         num_src, num_dst = (h.size(0), x_dst.size(0)) if size is None \
             else size
-
-        if is_sparse(edge_index):
-            adj_t = edge_index  # rows = targets (PyG's `adj_t` layout)
-        elif self.pooling != 'max' or not h.is_cuda:
-            # Fused sparse-dense matmul (no [num_edges, channels] message
-            # tensor): ~8x faster than gather/scatter on CPU, ~15x for max
-            # (whose fused kernel torch only has on CPU).
-            weight = edge_weight if self.pooling == 'importance' else None
-            adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
-                                        size=(num_dst, num_src))
-        else:
-            adj_t = None
-
-        if adj_t is not None:
-            n = self.propagate(adj_t, x=(h, x_dst))
-        else:
-            n = self.propagate(edge_index, x=(h, x_dst), size=size)
+        n = self.pool(h, edge_index, edge_weight, size=(num_src, num_dst))
         return self.update_nodes(x_dst, n)
+
+    def pool(self, h: Tensor, edge_index: Adj, edge_weight: OptTensor = None,
+             size: Size = None, fused: bool = True) -> Tensor:
+        r"""Pools the projected messages :obj:`h` of the source nodes into
+        their targets (the :math:`\gamma` of Algorithm 1).
+
+        :obj:`edge_index` is any PyG :obj:`Adj`: an ``[2, E]`` index
+        (source = neighbour, target = node being updated) with optional
+        :obj:`edge_weight`, a :obj:`torch.sparse` COO/CSR ``adj_t`` of
+        shape ``[num_dst, num_src]``, or a :class:`torch_sparse.SparseTensor`
+        ``adj_t``; a sparse adjacency's values are the importance weights
+        (ignored by mean and max pooling). With :obj:`fused` (default) the
+        pooling is one sparse-dense matmul (:meth:`message_and_aggregate`,
+        no ``[E, channels]`` message tensor) wherever the kernel exists;
+        otherwise, and for max pooling of :obj:`torch.sparse` input on CUDA
+        (no such kernel), it gathers one message per edge and scatters.
+        """
+        # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+        num_src = h.size(0)
+        num_dst = num_src if size is None or size[1] is None else size[1]
+        if is_sparse(edge_index):
+            adj_t = self._pooling_adj(edge_index)
+            if fused and not (self.pooling == 'max' and h.is_cuda
+                              and is_torch_sparse_tensor(adj_t)):
+                return self.propagate(adj_t, x=(h, None), edge_weight=None)
+            edge_index, edge_weight = adj_to_edge_index(adj_t)
+            num_dst = adj_t.size(0)
+        elif fused and (self.pooling != 'max' or not h.is_cuda):
+            # Fused sparse-dense matmul: ~8x faster than gather/scatter on
+            # CPU, ~15x for max (whose fused kernel torch only has on CPU).
+            return self.propagate(to_adj_t(
+                edge_index, edge_weight if self.pooling == 'importance'
+                else None, (num_src, num_dst), 'csr'), x=(h, None),
+                edge_weight=None)
+        weight = edge_weight if self.pooling == 'importance' else None
+        out = self.propagate(edge_index, x=(h, None), edge_weight=weight,
+                             size=(num_src, num_dst))
+        if self.pooling == 'importance':  # divide by the weight sums
+            w = weight if weight is not None else h.new_ones(
+                edge_index.size(1))
+            den = h.new_zeros(num_dst).index_add_(0, edge_index[1],
+                                                  w.to(h.dtype))
+            out = out / den.clamp(min=1e-12).view(-1, 1)
+        return out
+
+    def _pooling_adj(self, adj_t: Adj) -> Adj:
+        r"""The adjacency :meth:`pool` multiplies with: its values are the
+        importance weights, replaced by ones for mean and max pooling."""
+        if self.pooling == 'importance':
+            return adj_t
+        if isinstance(adj_t, SparseTensor):
+            return adj_t.set_value(None, layout=None)
+        if adj_t.layout == torch.sparse_csr:
+            return torch.sparse_csr_tensor(
+                adj_t.crow_indices(), adj_t.col_indices(),
+                torch.ones_like(adj_t.values()), adj_t.size())
+        adj_t = adj_t.coalesce()
+        return torch.sparse_coo_tensor(adj_t.indices(),
+                                       torch.ones_like(adj_t.values()),
+                                       adj_t.size()).coalesce()
 
     def project(self, x_src: Tensor) -> Tensor:
         r"""The neighbour messages :math:`\mathrm{ReLU}(\mathbf{Q}
@@ -155,8 +251,10 @@ class PinSageConv(MessagePassing):
             out = F.normalize(out, p=2.0, dim=-1)
         return out
 
-    def message(self, x_j: Tensor) -> Tensor:
-        return x_j
+    def message(self, x_j: Tensor, edge_weight: OptTensor = None) -> Tensor:
+        if edge_weight is None:
+            return x_j
+        return x_j * edge_weight.view(-1, 1).to(x_j.dtype)
 
     def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
         h = x[0]

@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.utils import (is_torch_sparse_tensor,
-                                   to_torch_csr_tensor)
+from torch_geometric.typing import Adj
 
-from pinsage_pyg.nn.conv import PinSageConv
+from pinsage_pyg.nn.conv import ADJ_LAYOUTS, PinSageConv, to_adj_t
 
 
 class PinSageHead(torch.nn.Module):
@@ -153,8 +152,9 @@ class PinSage(torch.nn.Module):
         return self.convs[k].project(h)
 
     def convolve(self, k: int, proj: Tensor, h_dst: Tensor,
-                 edge_index: Tensor,
-                 edge_weight: Optional[Tensor] = None) -> Tensor:
+                 edge_index: Adj,
+                 edge_weight: Optional[Tensor] = None,
+                 fused: bool = True) -> Tensor:
         r"""Layer :obj:`k` (0-based) of a block of target nodes from the
         *projected* messages of their neighbours: pooling of :obj:`proj`
         over :obj:`edge_index` followed by
@@ -168,37 +168,24 @@ class PinSage(torch.nn.Module):
             k (int): Layer index.
             proj (Tensor): Projected source messages ``[num_src, m]``.
             h_dst (Tensor): Layer inputs of the targets ``[num_dst, m]``.
-            edge_index (LongTensor or Tensor): ``[2, E]`` (source row in
-                :obj:`proj`, target row in :obj:`h_dst`), or a
-                :obj:`torch.sparse_csr_tensor` ``adj_t`` of shape
-                ``[num_dst, num_src]`` whose values are the importance
-                weights (then :obj:`edge_weight` is unused).
+            edge_index (Adj): ``[2, E]`` (source row in :obj:`proj`,
+                target row in :obj:`h_dst`), or a sparse ``adj_t`` of shape
+                ``[num_dst, num_src]`` (:obj:`torch.sparse` CSR/COO or
+                :class:`torch_sparse.SparseTensor`) whose values are the
+                importance weights (then :obj:`edge_weight` is unused).
             edge_weight (Tensor, optional): Importance weights ``[E]``.
+            fused (bool): Pool with one sparse-dense matmul where the
+                layout allows (see :meth:`PinSageConv.pool`).
         """
         conv = self.convs[k]
-        num_src, num_dst = proj.size(0), h_dst.size(0)
-        if is_torch_sparse_tensor(edge_index):
-            # adj_t [num_dst, num_src] (CSR, values = importance weights):
-            adj_t = edge_index
-            if conv.pooling != 'importance':
-                adj_t = torch.sparse_csr_tensor(
-                    adj_t.crow_indices(), adj_t.col_indices(),
-                    torch.ones_like(adj_t.values()), adj_t.size())
-            pooled = conv.propagate(adj_t, x=(proj, h_dst))
-        elif conv.pooling != 'max':
-            weight = edge_weight if conv.pooling == 'importance' else None
-            adj_t = to_torch_csr_tensor(edge_index.flip(0), weight,
-                                        size=(num_dst, num_src))
-            pooled = conv.propagate(adj_t, x=(proj, h_dst))
-        else:
-            pooled = conv.propagate(edge_index, x=(proj, h_dst),
-                                    size=(num_src, num_dst))
+        pooled = conv.pool(proj, edge_index, edge_weight,
+                           size=(proj.size(0), h_dst.size(0)), fused=fused)
         return conv.update_nodes(h_dst, pooled)
 
     @torch.no_grad()
     def inference(self, x: Tensor, edge_index: Tensor,
                   edge_weight: Optional[Tensor] = None,
-                  chunk_size: int = 65536):
+                  chunk_size: int = 65536, layout: str = 'csr'):
         r"""Layer-wise full-graph embedding in memory (the paper's MapReduce
         inference): for every layer, the neighbour messages of all nodes
         are projected once (:meth:`project`), then every node is updated
@@ -208,8 +195,18 @@ class PinSage(torch.nn.Module):
         graphs larger than memory, and resumable runs, use
         :func:`~pinsage_pyg.inference.layerwise_embed` (same maths).
 
+        :obj:`layout` is the adjacency each chunk is pooled over (see
+        :func:`~pinsage_pyg.nn.conv.to_adj_t`): ``csr`` (default; fused
+        :obj:`torch.sparse` matmul), ``coo``, ``sparse_tensor``
+        (torch-sparse's fused matmul) or ``edge_index`` (gather one message
+        per edge, then scatter). All give the same embeddings (up to float
+        summation order).
+
         Returns ``(query, item)`` embeddings of all nodes.
         """
+        if layout not in ADJ_LAYOUTS:
+            raise ValueError(f"unknown adjacency layout '{layout}' (choose "
+                             f"one of {', '.join(ADJ_LAYOUTS)})")
         num_nodes = x.size(0)
         dst = edge_index[1]
         starts = range(0, num_nodes, chunk_size)
@@ -227,7 +224,11 @@ class PinSage(torch.nn.Module):
                 ei = edge_index[:, e0:e1].clone()
                 ei[1] -= lo
                 ew = None if edge_weight is None else edge_weight[e0:e1]
-                out.append(self.convolve(k, proj, h[lo:hi], ei, ew))
+                if self.convs[k].pooling != 'importance':
+                    ew = None
+                adj = to_adj_t(ei, ew, (num_nodes, hi - lo), layout)
+                out.append(self.convolve(k, proj, h[lo:hi], adj, ew,
+                                         fused=layout != 'edge_index'))
             h = torch.cat(out)
         return self.heads(h, 'both')
 

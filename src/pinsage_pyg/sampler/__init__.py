@@ -4,6 +4,9 @@ from pinsage_pyg.sampler.hard_negatives import (HardNegativeMiner, band_ranks,
                                                 ppr_topk)
 from pinsage_pyg.sampler.pinsage_sampler import (PinSageLinkLoader,
                                                  PinSageSampler)
+from pinsage_pyg.sampler.walk_backends import (WALK_BACKENDS,
+                                               available_walk_backends,
+                                               resolve_walk_backend)
 from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_graph,
                                        importance_neighbors, random_walk)
 
@@ -12,6 +15,9 @@ __all__ = [
     'random_walk',
     'importance_neighbors',
     'importance_graph',
+    'WALK_BACKENDS',
+    'available_walk_backends',
+    'resolve_walk_backend',
     'PinSageSampler',
     'PinSageLinkLoader',
     'band_ranks',

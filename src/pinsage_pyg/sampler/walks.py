@@ -1,9 +1,12 @@
 r"""Vectorised random walks on the item-user graph and PinSage's
 importance-based neighbourhoods (Ying et al., KDD 2018, Sec. 3.2).
 
-Everything here is plain PyTorch: the same code runs on CPU and CUDA
+The default walk is plain PyTorch: the same code runs on CPU and CUDA
 tensors, with no Python loop over nodes or edges (only over walk steps and,
-for the whole graph, over chunks of seed items).
+for the whole graph, over chunks of seed items). The compiled kernels of
+torch-cluster and pyg-lib are optional backends
+(:mod:`pinsage_pyg.sampler.walk_backends`); ``backend='auto'`` picks the
+fastest measured one that is installed.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
 from pinsage_pyg.data.dataset import ENGAGED_BY, ENGAGES
+from pinsage_pyg.sampler.walk_backends import (compiled_random_walk,
+                                               resolve_walk_backend)
 from pinsage_pyg.utils import index_to_ptr
 
 
@@ -39,6 +44,11 @@ class BipartiteCSR:
     @property
     def num_users(self) -> int:
         return self.user_ptr.numel() - 1
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop('_homogeneous', None)  # walk-backend cache (rebuilt)
+        return state
 
     def to(self, device) -> 'BipartiteCSR':
         return BipartiteCSR(*(t.to(device) for t in (
@@ -96,7 +106,8 @@ def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
 
 def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
                 restart_prob: float = 0.0,
-                generator: Optional[torch.Generator] = None) -> Tensor:
+                generator: Optional[torch.Generator] = None,
+                backend: str = 'auto') -> Tensor:
     r"""Random walks item -> user -> item from the items in :obj:`start`.
 
     One step goes from an item to a uniformly random user who engaged with
@@ -112,6 +123,11 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
         walk_length (int): Item-to-item steps per walk (``>= 1``).
         restart_prob (float): Restart probability per step, in ``[0, 1)``.
         generator (torch.Generator, optional): Random source.
+        backend (str): ``torch`` (plain PyTorch), ``torch_cluster``,
+            ``pyg_lib``, or ``auto`` (the fastest measured one installed
+            for the device of :obj:`start`); see
+            :mod:`~pinsage_pyg.sampler.walk_backends`. The same generator
+            seed gives different, equally distributed walks per backend.
 
     Returns:
         LongTensor ``[n, walk_length]``: the item reached after each step
@@ -123,6 +139,10 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
         raise ValueError(f"restart_prob must be in [0, 1) "
                          f"(got {restart_prob})")
     start = start.long()
+    backend = resolve_walk_backend(backend, start.device)
+    if backend != 'torch':
+        return compiled_random_walk(csr, start, walk_length, restart_prob,
+                                    backend, generator)
     out = torch.empty((start.numel(), walk_length), dtype=torch.long,
                       device=start.device)
     cur = start
@@ -147,6 +167,7 @@ def importance_neighbors(
     walk_length: int = 2,
     restart_prob: float = 0.0,
     generator: Optional[torch.Generator] = None,
+    backend: str = 'auto',
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""PinSage's importance-based neighbourhoods: from every seed item run
     :obj:`num_walks` random walks of :obj:`walk_length` item steps, count
@@ -154,7 +175,8 @@ def importance_neighbors(
     L1-normalise their counts into importance weights ``alpha``.
 
     Ties in the counts are broken by the smaller item index (deterministic
-    given the walks).
+    given the walks). :obj:`backend` picks the walk kernel
+    (see :func:`random_walk`).
 
     Returns:
         ``(seed_index, neighbor, weight)``: for each kept (seed, neighbour)
@@ -171,7 +193,8 @@ def importance_neighbors(
     seeds = seeds.long()
     n, num_items = seeds.numel(), csr.num_items
     start = seeds.repeat_interleave(num_walks)
-    visits = random_walk(csr, start, walk_length, restart_prob, generator)
+    visits = random_walk(csr, start, walk_length, restart_prob, generator,
+                         backend)
     row = torch.arange(n, device=seeds.device).repeat_interleave(
         num_walks * walk_length)
     visits = visits.view(-1)
@@ -203,6 +226,7 @@ def importance_graph(
     seed: Optional[int] = None,
     chunk_size: int = 65536,
     nodes: Optional[Tensor] = None,
+    backend: str = 'auto',
 ) -> Data:
     r"""The importance neighbourhood of every item, as a homogeneous item
     graph ready for PyG: ``edge_index[0]`` is the neighbour ``v``,
@@ -227,6 +251,7 @@ def importance_graph(
             seed gives the same graph on the same device).
         nodes (LongTensor, optional): Only compute the neighbourhoods of
             these items (others get none; any device). Default: all items.
+        backend (str): Walk kernel, see :func:`random_walk`.
     """
     device = csr.item_ptr.device
     gen = None
@@ -237,11 +262,13 @@ def importance_graph(
     if nodes is None:
         nodes = torch.arange(num_items, device=device)
     nodes = nodes.to(device)
+    backend = resolve_walk_backend(backend, device)
     rows, cols, weights = [], [], []
     for lo in range(0, nodes.numel(), chunk_size):
         chunk = nodes[lo:lo + chunk_size]
         r, nbr, w = importance_neighbors(csr, chunk, num_neighbors, num_walks,
-                                         walk_length, restart_prob, gen)
+                                         walk_length, restart_prob, gen,
+                                         backend)
         rows.append(chunk[r])
         cols.append(nbr)
         weights.append(w)

@@ -241,7 +241,8 @@ class PinSageDataModule(pl.LightningDataModule):
                 self._walk_csr = self.csr.to(device)
             csr = self._walk_csr
         graph = importance_graph(csr, None, c.num_neighbors, c.num_walks,
-                                 c.walk_length, c.restart_prob, seed=seed)
+                                 c.walk_length, c.restart_prob, seed=seed,
+                                 backend=c.resolve_backend())
         graph = graph.cpu()
         if self.dataset.x is not None:
             graph.x = self.dataset.x

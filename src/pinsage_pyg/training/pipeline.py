@@ -194,7 +194,7 @@ def run(cfg: DictConfig,
     t0 = time.time()
     check_config(cfg)
     check_trainer(cfg.trainer)
-    SamplerConfig(**dict(cfg.sampler)).resolve_device()  # cuda without GPU
+    SamplerConfig(**dict(cfg.sampler)).resolve_backend()  # cuda without GPU, missing walk kernel
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     try:
