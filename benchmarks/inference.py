@@ -106,7 +106,8 @@ def scale_one(n: int, hidden: int, features: int, walks: int,
             'generate_seconds': gen, 'embed_seconds': res.seconds,
             'items_per_second': n / res.seconds,
             'peak_rss_gib': peak_rss_gib(), 'peak_rss_after_generate_gib':
-            rss_gen, 'stages': list(prog['done'])}
+            rss_gen, 'stages': list(prog['done']),
+            'stage_seconds': res.stage_seconds}
 
 
 def scale(sizes, hidden, features, walks, threads, keep_1m: Path) -> list:
@@ -286,6 +287,19 @@ def write_markdown(r: dict, args) -> None:
                   'hashing of the run fingerprint; peak RSS includes the '
                   'generated graph and the resident pages of the memmaps.',
                   '']
+        staged = [b for b in ok if b.get('stage_seconds')]
+        if staged:
+            names = list(staged[-1]['stage_seconds'])
+            lines += ['Seconds per stage, and per 1M items:', '',
+                      '| items | ' + ' | '.join(names) + ' |',
+                      '|---|' + '---|' * len(names)]
+            for b in staged:
+                m = b['items'] / 1e6
+                lines.append(f"| {b['items']:,} | " + ' | '.join(
+                    f"{b['stage_seconds'].get(k, 0):.0f} "
+                    f"({b['stage_seconds'].get(k, 0) / m:.0f})"
+                    for k in names) + ' |')
+            lines.append('')
     if 'c' in r:
         lines += ['## (c) Recall@10 of approximate indexes vs exact inner '
                   'product (2000 sampled item queries)', '',

@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -179,6 +179,9 @@ class LayerwiseResult:
         seconds (float): Wall time of this call.
         chunks_computed (int): Chunks computed by this call.
         chunks_resumed (int): Finished chunks found from an earlier run.
+        stage_seconds (dict): Wall time per stage of this call
+            (``fingerprint``, ``neighbors``, ``encode``, ``project1``,
+            ``layer1``, ..., ``heads``).
     """
     item_path: Path
     query_path: Optional[Path]
@@ -186,6 +189,7 @@ class LayerwiseResult:
     seconds: float
     chunks_computed: int
     chunks_resumed: int
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
 
     def load(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
         r"""``(query, item)`` embeddings (memory-mapped by default)."""
@@ -370,6 +374,7 @@ def layerwise_embed(
                             walk_chunk_size, extra_fingerprint, backend)
     backend = manifest['sampler']['backend']
     _check_manifest(work, manifest, overwrite)
+    stage_seconds = {'fingerprint': time.time() - t0}
     prog = _Progress(work / PROGRESS)
     index_dtype = np.int32 if num_items < 2**31 else np.int64
     counters = {'computed': 0, 'resumed': 0}
@@ -385,9 +390,13 @@ def layerwise_embed(
             bar = tqdm(total=num_items, initial=min(done * step, num_items),
                        desc=stage, unit='item', unit_scale=True,
                        dynamic_ncols=True)
+        start = time.perf_counter()
         for c in range(done, n_chunks):
             lo, hi = c * step, min((c + 1) * step, num_items)
             yield c, lo, hi
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + \
+                time.perf_counter() - start
+            start = time.perf_counter()
             counters['computed'] += 1
             if bar is not None:
                 bar.update(hi - lo)
@@ -502,5 +511,5 @@ def layerwise_embed(
         else None,
         num_items=num_items, seconds=time.time() - t0,
         chunks_computed=counters['computed'],
-        chunks_resumed=counters['resumed'])
+        chunks_resumed=counters['resumed'], stage_seconds=stage_seconds)
 
