@@ -467,15 +467,17 @@ def layerwise_embed(
         for c, lo, hi in chunks(f'layer{k + 1}', chunk_size):
             nbr = torch.from_numpy(_read_rows(nbr_path, lo, hi)).long()
             wt = torch.from_numpy(_read_rows(w_path, lo, hi))
-            # One source row per (target, neighbour) pair: the gathered
-            # messages are already in CSR order (no sort, no unique).
+            # Gather each distinct neighbour's projected row once, in
+            # increasing row order: popular items sit in many
+            # neighbourhoods, and a sorted sweep over the memmap keeps the
+            # page and TLB working set small (random-order gathers made the
+            # layers grow faster than the item count).
             valid = nbr >= 0
-            src = nbr[valid]
+            src, col = torch.unique(nbr[valid], return_inverse=True)
             crow = torch.zeros(hi - lo + 1, dtype=torch.long)
             torch.cumsum(valid.sum(1), 0, out=crow[1:])
             adj_t = torch.sparse_csr_tensor(
-                crow, torch.arange(src.numel()), wt[valid],
-                (hi - lo, src.numel())).to(device)
+                crow, col, wt[valid], (hi - lo, src.numel())).to(device)
             p_src = torch.from_numpy(proj[src.numpy()]).to(device)
             h_dst = torch.from_numpy(_read_rows(h_path, lo, hi))
             out = model.convolve(k, p_src, h_dst.to(device), adj_t)
