@@ -178,6 +178,8 @@ def main() -> None:
     p.add_argument('--features', type=int, default=32)
     p.add_argument('--walks', type=int, default=100)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--note', default='',
+                   help='how the machine was shared, for the report')
     p.add_argument('--out', default='inference',
                    help='results/<out>.md and .json')
     args = p.parse_args()
@@ -185,8 +187,8 @@ def main() -> None:
     import faiss
     faiss.omp_set_num_threads(args.threads)
     t0 = time.time()
-    report = {'machine': f'{platform.machine()}, {os.cpu_count()} cores '
-              f'(shared with other jobs: timings are contended), torch '
+    report = {'machine': f'{platform.machine()}, {os.cpu_count()} cores'
+              f'{" (" + args.note + ")" if args.note else ""}, torch '
               f'{torch.__version__}, {args.threads} threads'}
     if 'a' in args.parts:
         report['a'] = [layerwise_vs_minibatch(d, args.batch_sizes,
