@@ -19,6 +19,19 @@ def tiny_csv(tmp_path_factory):
             'data.features.multilabel_columns=[genres]']
 
 
+@pytest.fixture(scope='module')
+def dataset():
+    r"""A small synthetic :class:`PinSageDataset` (40 users, 60 items,
+    genres as the only feature), built once per test module (a module may
+    define its own ``dataset`` instead)."""
+    from pinsage_pyg.data import build_dataset
+    from pinsage_pyg.data.features import FeatureSpec
+    inter, items = synthetic_interactions(num_users=40, num_items=60,
+                                          num_interactions=1200)
+    return build_dataset(inter, items, FeatureSpec(
+        multilabel_columns=['genres']), unknown_feature_items='embed')
+
+
 @pytest.fixture(scope='session')
 def compose_train():
     r"""``compose_train(overrides)``: the ``train`` config composed with
@@ -54,8 +67,8 @@ def require_ext():
             reason = (f"{module} is not importable ({type(e).__name__}: "
                       f"{e}); it is an optional backend: {EXT_INSTALL}")
             if module == 'pyg_lib':
-                pytest.skip(f"pyg_lib is not importable; it has no PyPI "
-                            f"wheels (see https://data.pyg.org/whl/)")
+                pytest.skip("pyg_lib is not importable; it has no PyPI "
+                            "wheels (see https://data.pyg.org/whl/)")
             if os.environ.get('PINSAGE_REQUIRE_EXT', '') not in ('', '0'):
                 pytest.fail(reason + " -- PINSAGE_REQUIRE_EXT is set")
             pytest.skip(reason)

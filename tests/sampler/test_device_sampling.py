@@ -12,7 +12,6 @@ from hydra import compose, initialize_config_module
 
 from pinsage_pyg.config import ConfigError, SamplerConfig, check_config
 from pinsage_pyg.data import build_dataset, synthetic_interactions
-from pinsage_pyg.data.features import FeatureSpec
 from pinsage_pyg.sampler import BipartiteCSR, importance_graph
 from pinsage_pyg.training.datamodule import PinSageDataModule
 
@@ -168,14 +167,6 @@ def test_device_path_is_seeded_and_accepts_cpu_nodes(device):
                              nodes=torch.empty(0, dtype=torch.long))
     assert empty.edge_index.shape == (2, 0)
     assert empty.edge_index.device == a.edge_index.device
-
-
-@pytest.fixture(scope='module')
-def dataset():
-    inter, items = synthetic_interactions(num_users=40, num_items=60,
-                                          num_interactions=1200)
-    return build_dataset(inter, items, FeatureSpec(
-        multilabel_columns=['genres']), unknown_feature_items='embed')
 
 
 @pytest.mark.parametrize('device', DEVICES)

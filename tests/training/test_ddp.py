@@ -8,19 +8,9 @@ import pytest
 import torch
 
 from pinsage_pyg.config import ConfigError
-from pinsage_pyg.data import build_dataset, synthetic_interactions
-from pinsage_pyg.data.features import FeatureSpec
 from pinsage_pyg.training.datamodule import PinSageDataModule, SamplerConfig
 from pinsage_pyg.training.distributed import (check_trainer,
                                               check_world_size, mix_seed)
-
-
-@pytest.fixture(scope='module')
-def dataset():
-    inter, items = synthetic_interactions(num_users=40, num_items=60,
-                                          num_interactions=1200)
-    return build_dataset(inter, items, FeatureSpec(
-        multilabel_columns=['genres']), unknown_feature_items='embed')
 
 
 def small(**kw):
