@@ -31,18 +31,9 @@ from pinsage_pyg.nn.conv import ADJ_LAYOUTS, to_adj_t
 from pinsage_pyg.sampler import (importance_graph, importance_neighbors,
                                  random_walk)
 from pinsage_pyg.sampler.walk_backends import available_walk_backends
+from speed import timeit as best_of  # best of `repeat` after a warm-up
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def best_of(fn, repeat):
-    fn()  # warm-up
-    best = float('inf')
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def versions():
@@ -102,7 +93,7 @@ def main() -> None:
     hidden, out = 256, 128
     # A training-sized bipartite block: 20k targets (a batch's hop-1 set)
     # pooling from all items, like layer 2 of a 2048-pair minibatch.
-    num_dst = 20_000
+    num_dst = min(20_000, csr.num_items)
     mask = ei[1] < num_dst
     bei, bw = ei[:, mask], w[mask]
     conv = PinSageConv((64, 64), hidden, aggr='importance')
@@ -151,8 +142,8 @@ def main() -> None:
         f"torch-scatter {v['torch_scatter']}, pyg-lib {v['pyg_lib']}.  ",
         f"Graph: {graph_info}. Best of {args.repeat}.", '',
         '## Random walks (`sampler.backend`)', '',
-        f"| backend | item steps/s, L=2 | item steps/s, L=8, restart 0.3 | "
-        f"importance seeds/s (T=50, 100 walks x 2) |",
+        "| backend | item steps/s, L=2 | item steps/s, L=8, restart 0.3 | "
+        "importance seeds/s (T=50, 100 walks x 2) |",
         '|---|---:|---:|---:|']
     base = res['walks']['torch']
     for b, r in res['walks'].items():
