@@ -224,8 +224,6 @@ class PinSage(torch.nn.Module):
                 ei = edge_index[:, e0:e1].clone()
                 ei[1] -= lo
                 ew = None if edge_weight is None else edge_weight[e0:e1]
-                if self.convs[k].pooling != 'importance':
-                    ew = None
                 adj = to_adj_t(ei, ew, (num_nodes, hi - lo), layout)
                 out.append(self.convolve(k, proj, h[lo:hi], adj, ew,
                                          fused=layout != 'edge_index'))

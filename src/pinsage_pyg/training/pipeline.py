@@ -194,7 +194,8 @@ def run(cfg: DictConfig,
     t0 = time.time()
     check_config(cfg)
     check_trainer(cfg.trainer)
-    SamplerConfig(**dict(cfg.sampler)).resolve_backend()  # cuda without GPU, missing walk kernel
+    # sampler.device=cuda without a GPU, a walk backend not installed:
+    SamplerConfig(**dict(cfg.sampler)).resolve_backend()
     torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     try:
