@@ -71,6 +71,7 @@ class SamplerConfig:
     refresh_every_n_epochs: int = 1
     device: str = 'cpu'
     backend: str = 'auto'
+    window: Optional[int] = None
 
     def __post_init__(self) -> None:
         c = {'sampler': {f.name: getattr(self, f.name)
@@ -84,6 +85,10 @@ class SamplerConfig:
         _number(c, 'sampler.num_negatives', int, lambda v: v >= 1, '>= 1')
         _number(c, 'sampler.refresh_every_n_epochs', int, lambda v: v >= 0,
                 '>= 0 (0: never)')
+        if self.window is not None:
+            _number(c, 'sampler.window', int, lambda v: v >= 1,
+                    '>= 1 or null (null: walk anywhere in a user\'s '
+                    'history)')
         _choice(c, 'sampler.device', SAMPLER_DEVICES)
         from pinsage_pyg.sampler.walk_backends import WALK_BACKENDS
         _choice(c, 'sampler.backend', WALK_BACKENDS)
@@ -99,7 +104,8 @@ class SamplerConfig:
         """
         from pinsage_pyg.sampler.walk_backends import resolve_walk_backend
         try:
-            return resolve_walk_backend(self.backend, self.resolve_device())
+            return resolve_walk_backend(self.backend, self.resolve_device(),
+                                        window=self.window)
         except ValueError as e:
             raise ConfigError(f"Invalid config: sampler.backend="
                               f"{self.backend}: {e}") from None

@@ -363,10 +363,18 @@ def test_load_dataset_error_names_the_dataset(tmp_path):
     ({'restart_prob': 1.0}, 'sampler.restart_prob'),
     ({'num_negatives': 0}, 'sampler.num_negatives'),
     ({'refresh_every_n_epochs': -1}, 'sampler.refresh_every_n_epochs'),
+    ({'window': 0}, 'sampler.window'),
 ])
 def test_sampler_config_bad_values(kw, key):
     with raises(ConfigError, key, "must be"):
         SamplerConfig(**kw)
+
+
+def test_sampler_window_needs_the_torch_walk():
+    assert SamplerConfig(window=3).resolve_backend() == 'torch'
+    with raises(ConfigError, 'sampler.backend=torch_cluster',
+                'no time-local walks', 'window null'):
+        SamplerConfig(backend='torch_cluster', window=3)
 
 
 @pytest.fixture(scope='module')
@@ -383,6 +391,7 @@ def test_default_config_passes(compose_train):
 @pytest.mark.parametrize('override, exc, key', [
     ('sampler.num_neighbors=0', ConfigError, 'sampler.num_neighbors'),
     ('sampler.walk_length=0', ConfigError, 'sampler.walk_length'),
+    ('sampler.window=0', ConfigError, 'sampler.window'),
     ('loss=max_margin loss.margin=-0.1', ConfigError,
      'loss.margin must be >= 0'),
     ('optimizer.lr=0', ConfigError, 'optimizer.lr must be > 0'),

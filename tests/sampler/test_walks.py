@@ -130,3 +130,98 @@ def test_importance_graph_sorted_by_target_and_seeded():
         importance_graph(csr, torch.randn(3, 3))
     with pytest.raises(ValueError, match='num_neighbors'):
         importance_graph(csr, num_neighbors=0)
+
+
+def chronological_graph():
+    # user 0 engages items 5,3,1,0,4 in that order; user 1 engages 3,2;
+    # user 2 engages only item 6 (a one-item history).
+    user = torch.tensor([1, 0, 0, 2, 0, 1, 0, 0])
+    item = torch.tensor([3, 5, 3, 6, 1, 2, 0, 4])
+    return BipartiteCSR.from_edges(user, item, num_users=3, num_items=7)
+
+
+def test_csr_keeps_chronological_order_and_edge_positions():
+    csr = chronological_graph()
+    assert csr.user_items.tolist() == [5, 3, 1, 0, 4, 3, 2, 6]
+    # item_pos points every item-side edge at the same edge user-side:
+    users = csr.item_users
+    items = torch.repeat_interleave(torch.arange(7),
+                                    csr.item_ptr[1:] - csr.item_ptr[:-1])
+    assert torch.equal(csr.user_items[csr.item_pos], items)
+    owner = torch.repeat_interleave(torch.arange(3),
+                                    csr.user_ptr[1:] - csr.user_ptr[:-1])
+    assert torch.equal(owner[csr.item_pos], users)
+
+
+def exact_window_step(csr, item, window):
+    r"""P(next item | item) of one windowed step, by enumeration."""
+    p = torch.zeros(csr.num_items, dtype=torch.double)
+    lo, hi = int(csr.item_ptr[item]), int(csr.item_ptr[item + 1])
+    for e in range(lo, hi):
+        u, pos = int(csr.item_users[e]), int(csr.item_pos[e])
+        a = max(int(csr.user_ptr[u]), pos - window)
+        b = min(int(csr.user_ptr[u + 1]) - 1, pos + window)
+        others = [k for k in range(a, b + 1) if k != pos]
+        for k in others:
+            p[csr.user_items[k]] += 1 / (hi - lo) / len(others)
+    return p
+
+
+@pytest.mark.parametrize('window', [1, 2, 10])
+def test_windowed_walk_matches_exact_step_distribution(window):
+    csr = chronological_graph()
+    gen = torch.Generator().manual_seed(0)
+    for item in (3, 1, 5):
+        start = torch.full((20000, ), item, dtype=torch.long)
+        walk = random_walk(csr, start, walk_length=1, generator=gen,
+                           window=window)
+        freq = torch.bincount(walk[:, 0].clamp(min=0), minlength=7).double()
+        exact = exact_window_step(csr, item, window)
+        assert (walk >= 0).all()
+        tv = 0.5 * (freq / 20000 - exact).abs().sum()
+        assert tv < 0.02, (item, window, tv)
+    # window=1 from item 1 (positions 1 <- 2 -> 3 of user 0): only 3 or 0.
+    walk = random_walk(csr, torch.full((1000, ), 1), 1, generator=gen,
+                       window=1)
+    assert set(walk[:, 0].tolist()) == {3, 0}
+    # Without a window the same step reaches all of user 0's items:
+    walk = random_walk(csr, torch.full((1000, ), 1), 1, generator=gen)
+    assert set(walk[:, 0].tolist()) == {5, 3, 1, 0, 4}
+
+
+def test_windowed_walk_dead_ends_and_errors():
+    csr = chronological_graph()
+    # Item 6's only user has no other item; item 4... has neighbours.
+    walk = random_walk(csr, torch.tensor([6, 6, 4]), 3, window=2)
+    assert (walk[:2] == -1).all() and (walk[2] >= 0).all()
+    with pytest.raises(ValueError, match='window'):
+        random_walk(csr, torch.tensor([0]), 1, window=0)
+    with pytest.raises(ValueError, match='time-local'):
+        random_walk(csr, torch.tensor([0]), 1, backend='torch_cluster',
+                    window=1)
+    no_pos = BipartiteCSR(csr.item_ptr, csr.item_users, csr.user_ptr,
+                          csr.user_items)
+    with pytest.raises(ValueError, match='item_pos'):
+        random_walk(no_pos, torch.tensor([0]), 1, window=1)
+
+
+def test_windowed_importance_graph_pools_only_nearby_items():
+    torch.manual_seed(0)
+    num_users, num_items, n = 30, 40, 400
+    user = torch.randint(0, num_users, (n, ))
+    item = torch.randint(0, num_items, (n, ))
+    csr = BipartiteCSR.from_edges(user, item, num_users, num_items)
+    g = importance_graph(csr, num_neighbors=10, num_walks=50, walk_length=1,
+                         seed=0, window=2)
+    # Item pairs at most 2 positions apart in some user's history:
+    near = torch.zeros(num_items, num_items, dtype=torch.bool)
+    for u in range(num_users):
+        seq = csr.user_items[csr.user_ptr[u]:csr.user_ptr[u + 1]].tolist()
+        for a in range(len(seq)):
+            for b in range(max(0, a - 2), min(len(seq), a + 3)):
+                near[seq[a], seq[b]] = True
+    src, dst = g.edge_index
+    assert src.numel() > 0 and near[dst, src].all()
+    full = importance_graph(csr, num_neighbors=10, num_walks=50,
+                            walk_length=1, seed=0)
+    assert not near[full.edge_index[1], full.edge_index[0]].all()

@@ -170,6 +170,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
                 num_walks=sampler.num_walks,
                 walk_length=sampler.walk_length,
                 restart_prob=sampler.restart_prob, seed=seed,
+                window=sampler.window,
                 chunk_size=int(cfg.chunk_size),
                 walk_chunk_size=int(cfg.walk_chunk_size),
                 extra_fingerprint={'dataset': ds.name},

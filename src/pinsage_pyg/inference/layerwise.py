@@ -254,13 +254,21 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
                  seed: int = 0, chunk_size: int = 16384,
                  walk_chunk_size: int = 65536,
                  extra_fingerprint: Optional[Dict[str, Any]] = None,
-                 backend: str = 'auto') -> Dict[str, Any]:
+                 backend: str = 'auto',
+                 window: Optional[int] = None) -> Dict[str, Any]:
     r"""What identifies a :func:`layerwise_embed` run (stored as
     ``manifest.json``): hashes of the model, the features and the graph,
     the sampler settings (with the resolved walk backend: walks of another
     backend are another random stream) and the chunk sizes."""
     num_items = csr.num_items
-    backend = resolve_walk_backend(backend, csr.item_ptr.device)
+    backend = resolve_walk_backend(backend, csr.item_ptr.device,
+                                   window=window)
+    sampler = dict(num_neighbors=int(num_neighbors), num_walks=int(num_walks),
+                   walk_length=int(walk_length),
+                   restart_prob=float(restart_prob), seed=int(seed),
+                   backend=backend)
+    if window is not None:  # absent for whole-history walks (older runs)
+        sampler['window'] = int(window)
     return {
         'format': FORMAT_VERSION,
         'num_items': int(num_items),
@@ -269,11 +277,7 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
         'features': data_fingerprint(x),
         'graph': data_fingerprint(csr.item_ptr, csr.item_users, csr.user_ptr,
                                   csr.user_items),
-        'sampler': dict(num_neighbors=int(num_neighbors),
-                        num_walks=int(num_walks),
-                        walk_length=int(walk_length),
-                        restart_prob=float(restart_prob), seed=int(seed),
-                        backend=backend),
+        'sampler': sampler,
         'chunk_size': int(chunk_size),
         'walk_chunk_size': int(walk_chunk_size),
         'extra': extra_fingerprint or {},
@@ -300,6 +304,7 @@ def layerwise_embed(
     progress: bool = False,
     extra_fingerprint: Optional[Dict[str, Any]] = None,
     backend: str = 'auto',
+    window: Optional[int] = None,
 ) -> LayerwiseResult:
     r"""Embeds every item layer-wise, out of core and resumably (see the
     module docstring for the stages and files).
@@ -341,6 +346,9 @@ def layerwise_embed(
         backend (str): Walk kernel (see
             :func:`~pinsage_pyg.sampler.random_walk`); its resolved name is
             part of the manifest.
+        window (int, optional): Time-local walks (see
+            :func:`~pinsage_pyg.sampler.random_walk`); part of the
+            manifest.
 
     Returns:
         :class:`LayerwiseResult`.
@@ -371,7 +379,8 @@ def layerwise_embed(
     K, m = model.num_layers, model.hidden_channels
     manifest = run_manifest(model, x, csr, num_neighbors, num_walks,
                             walk_length, restart_prob, seed, chunk_size,
-                            walk_chunk_size, extra_fingerprint, backend)
+                            walk_chunk_size, extra_fingerprint, backend,
+                            window)
     backend = manifest['sampler']['backend']
     _check_manifest(work, manifest, overwrite)
     stage_seconds = {'fingerprint': time.time() - t0}
@@ -434,7 +443,7 @@ def layerwise_embed(
         seeds = torch.arange(lo, hi, device=csr.item_ptr.device)
         row, item, w = importance_neighbors(csr, seeds, T, num_walks,
                                             walk_length, restart_prob,
-                                            gen, backend)
+                                            gen, backend, window)
         nbr, wt = _pad_neighbors(row.cpu(), item.cpu(), w.cpu(), hi - lo,
                                  T, index_dtype)
         _write_rows(nbr_path, lo, nbr)

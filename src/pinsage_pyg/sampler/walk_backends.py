@@ -90,14 +90,24 @@ def available_walk_backends(device='cpu') -> list:
     return [b for b in WALK_BACKENDS[1:] if _supports(b, device_type)]
 
 
-def resolve_walk_backend(backend: str, device='cpu') -> str:
+def resolve_walk_backend(backend: str, device='cpu',
+                         window: Optional[int] = None) -> str:
     r"""The concrete backend for :obj:`backend` on :obj:`device`: ``auto``
     picks the fastest available one; a named backend that is not installed
     (or not built for that device) is a :class:`ValueError` saying how to
-    install it."""
+    install it. Time-local walks (a :obj:`window`) exist only in the
+    ``torch`` backend: ``auto`` then resolves to it, and a compiled backend
+    is a :class:`ValueError`."""
     if backend not in WALK_BACKENDS:
         raise ValueError(f"unknown walk backend '{backend}' (choose one of "
                          f"{', '.join(WALK_BACKENDS)})")
+    if window is not None:
+        if backend not in ('auto', 'torch'):
+            raise ValueError(
+                f"walk backend '{backend}' has no time-local walks "
+                f"(window={window}); use backend 'torch' or 'auto', or "
+                f"window null")
+        return 'torch'
     device_type = torch.device(device).type
     if backend == 'auto':
         for b in AUTO_ORDER.get(device_type, ('torch', )):

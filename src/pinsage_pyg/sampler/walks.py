@@ -30,12 +30,17 @@ class BipartiteCSR:
     Attributes:
         item_ptr, item_users: the users of item ``i`` are
             ``item_users[item_ptr[i]:item_ptr[i + 1]]``.
-        user_ptr, user_items: the items of user ``u``.
+        user_ptr, user_items: the items of user ``u``, in the order of the
+            input edges (chronological for a dataset's graph).
+        item_pos (optional): for every entry of :attr:`item_users`, the
+            position of the same edge in :attr:`user_items`. Windowed walks
+            (``window=``) need it; :meth:`from_edges` fills it in.
     """
     item_ptr: Tensor
     item_users: Tensor
     user_ptr: Tensor
     user_items: Tensor
+    item_pos: Optional[Tensor] = None
 
     @property
     def num_items(self) -> int:
@@ -51,13 +56,16 @@ class BipartiteCSR:
         return state
 
     def to(self, device) -> 'BipartiteCSR':
-        return BipartiteCSR(*(t.to(device) for t in (
-            self.item_ptr, self.item_users, self.user_ptr, self.user_items)))
+        return BipartiteCSR(*(None if t is None else t.to(device) for t in (
+            self.item_ptr, self.item_users, self.user_ptr, self.user_items,
+            self.item_pos)))
 
     @classmethod
     def from_edges(cls, user: Tensor, item: Tensor, num_users: int,
                    num_items: int) -> 'BipartiteCSR':
-        r"""Builds both CSRs from ``(user, item)`` edge lists."""
+        r"""Builds both CSRs from ``(user, item)`` edge lists. The items of
+        a user keep the order of the input edges (a dataset's graph lists
+        them chronologically), which windowed walks rely on."""
         user, item = user.long(), item.long()
         if user.numel() and (int(user.min()) < 0
                              or int(user.max()) >= num_users):
@@ -65,13 +73,16 @@ class BipartiteCSR:
         if item.numel() and (int(item.min()) < 0
                              or int(item.max()) >= num_items):
             raise ValueError(f"item index out of range [0, {num_items})")
-        perm = torch.argsort(item * num_users + user)
+        iperm = torch.argsort(item * num_users + user)
         item_ptr = index_to_ptr(item, num_items)
-        item_users = user[perm]
-        perm = torch.argsort(user * num_items + item)
+        item_users = user[iperm]
+        uperm = torch.sort(user, stable=True)[1]  # keeps the input order
         user_ptr = index_to_ptr(user, num_users)
-        user_items = item[perm]
-        return cls(item_ptr, item_users, user_ptr, user_items)
+        user_items = item[uperm]
+        edge_to_upos = torch.empty_like(uperm)
+        edge_to_upos[uperm] = torch.arange(uperm.numel())
+        return cls(item_ptr, item_users, user_ptr, user_items,
+                   edge_to_upos[iperm])
 
     @classmethod
     def from_hetero(cls, data: HeteroData) -> 'BipartiteCSR':
@@ -104,10 +115,44 @@ def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
     return torch.where(ok, out, torch.full_like(node, -1))
 
 
+def _window_neighbor(csr: BipartiteCSR, node: Tensor, window: int,
+                     generator: Optional[torch.Generator]) -> Tensor:
+    r"""One item -> user -> item step that stays within :obj:`window`
+    positions of the arriving edge in the user's ordered item list: a
+    uniformly random user of each item in :obj:`node`, then a uniformly
+    random other item among those the user engaged at most :obj:`window`
+    positions before or after it (``-1`` where there is none)."""
+    if csr.item_pos is None:
+        raise ValueError("a windowed walk needs BipartiteCSR.item_pos (build "
+                         "the graph with BipartiteCSR.from_edges or "
+                         "from_hetero)")
+    valid = node >= 0
+    safe = node.clamp(min=0)
+    start = csr.item_ptr[safe]
+    deg = csr.item_ptr[safe + 1] - start
+    r = torch.rand(node.shape, device=node.device, generator=generator)
+    off = (r * deg).long().clamp(max=(deg - 1).clamp(min=0))
+    ok = valid & (deg > 0)
+    if csr.item_users.numel() == 0:
+        return torch.full_like(node, -1)
+    edge = (start + off).clamp(max=csr.item_users.numel() - 1)
+    user, pos = csr.item_users[edge], csr.item_pos[edge]
+    lo = torch.maximum(csr.user_ptr[user], pos - window)
+    hi = torch.minimum(csr.user_ptr[user + 1] - 1, pos + window)
+    n = hi - lo  # positions in [lo, hi] other than pos
+    ok &= n > 0
+    r = torch.rand(node.shape, device=node.device, generator=generator)
+    k = lo + (r * n).long().clamp(max=(n - 1).clamp(min=0))
+    k = k + (k >= pos).long()
+    out = csr.user_items[k.clamp(max=csr.user_items.numel() - 1)]
+    return torch.where(ok, out, torch.full_like(node, -1))
+
+
 def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
                 restart_prob: float = 0.0,
                 generator: Optional[torch.Generator] = None,
-                backend: str = 'auto') -> Tensor:
+                backend: str = 'auto',
+                window: Optional[int] = None) -> Tensor:
     r"""Random walks item -> user -> item from the items in :obj:`start`.
 
     One step goes from an item to a uniformly random user who engaged with
@@ -128,6 +173,15 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
             for the device of :obj:`start`); see
             :mod:`~pinsage_pyg.sampler.walk_backends`. The same generator
             seed gives different, equally distributed walks per backend.
+        window (int, optional): Keep each step local in time: from the
+            user, step only to an item engaged at most :obj:`window`
+            positions before or after the item the walker came from (in
+            the order of :attr:`BipartiteCSR.user_items`, chronological
+            for a dataset's graph). A user's long history is then not one
+            big "board" but a sliding session of ``2 * window + 1``
+            engagements. :obj:`None` (default): any item of the user, as
+            in the paper. Only the ``torch`` backend implements it
+            (``auto`` resolves to it).
 
     Returns:
         LongTensor ``[n, walk_length]``: the item reached after each step
@@ -138,8 +192,10 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
     if not 0.0 <= restart_prob < 1.0:
         raise ValueError(f"restart_prob must be in [0, 1) "
                          f"(got {restart_prob})")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1 or None (got {window})")
     start = start.long()
-    backend = resolve_walk_backend(backend, start.device)
+    backend = resolve_walk_backend(backend, start.device, window=window)
     if backend != 'torch':
         return compiled_random_walk(csr, start, walk_length, restart_prob,
                                     backend, generator)
@@ -153,8 +209,13 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
                 reset |= torch.rand(cur.shape, device=cur.device,
                                     generator=generator) < restart_prob
             cur = torch.where(reset, start, cur)
-        user = _uniform_neighbor(csr.item_ptr, csr.item_users, cur, generator)
-        cur = _uniform_neighbor(csr.user_ptr, csr.user_items, user, generator)
+        if window is None:
+            user = _uniform_neighbor(csr.item_ptr, csr.item_users, cur,
+                                     generator)
+            cur = _uniform_neighbor(csr.user_ptr, csr.user_items, user,
+                                    generator)
+        else:
+            cur = _window_neighbor(csr, cur, window, generator)
         out[:, step] = cur
     return out
 
@@ -168,6 +229,7 @@ def importance_neighbors(
     restart_prob: float = 0.0,
     generator: Optional[torch.Generator] = None,
     backend: str = 'auto',
+    window: Optional[int] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""PinSage's importance-based neighbourhoods: from every seed item run
     :obj:`num_walks` random walks of :obj:`walk_length` item steps, count
@@ -175,8 +237,8 @@ def importance_neighbors(
     L1-normalise their counts into importance weights ``alpha``.
 
     Ties in the counts are broken by the smaller item index (deterministic
-    given the walks). :obj:`backend` picks the walk kernel
-    (see :func:`random_walk`).
+    given the walks). :obj:`backend` picks the walk kernel and
+    :obj:`window` keeps the walks local in time (see :func:`random_walk`).
 
     Returns:
         ``(seed_index, neighbor, weight)``: for each kept (seed, neighbour)
@@ -194,7 +256,7 @@ def importance_neighbors(
     n, num_items = seeds.numel(), csr.num_items
     start = seeds.repeat_interleave(num_walks)
     visits = random_walk(csr, start, walk_length, restart_prob, generator,
-                         backend)
+                         backend, window)
     row = torch.arange(n, device=seeds.device).repeat_interleave(
         num_walks * walk_length)
     visits = visits.view(-1)
@@ -227,6 +289,7 @@ def importance_graph(
     chunk_size: int = 65536,
     nodes: Optional[Tensor] = None,
     backend: str = 'auto',
+    window: Optional[int] = None,
 ) -> Data:
     r"""The importance neighbourhood of every item, as a homogeneous item
     graph ready for PyG: ``edge_index[0]`` is the neighbour ``v``,
@@ -252,6 +315,7 @@ def importance_graph(
         nodes (LongTensor, optional): Only compute the neighbourhoods of
             these items (others get none; any device). Default: all items.
         backend (str): Walk kernel, see :func:`random_walk`.
+        window (int, optional): Time-local walks, see :func:`random_walk`.
     """
     device = csr.item_ptr.device
     gen = None
@@ -262,13 +326,13 @@ def importance_graph(
     if nodes is None:
         nodes = torch.arange(num_items, device=device)
     nodes = nodes.to(device)
-    backend = resolve_walk_backend(backend, device)
+    backend = resolve_walk_backend(backend, device, window=window)
     rows, cols, weights = [], [], []
     for lo in range(0, nodes.numel(), chunk_size):
         chunk = nodes[lo:lo + chunk_size]
         r, nbr, w = importance_neighbors(csr, chunk, num_neighbors, num_walks,
                                          walk_length, restart_prob, gen,
-                                         backend)
+                                         backend, window)
         rows.append(chunk[r])
         cols.append(nbr)
         weights.append(w)

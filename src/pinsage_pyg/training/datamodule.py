@@ -242,7 +242,8 @@ class PinSageDataModule(pl.LightningDataModule):
             csr = self._walk_csr
         graph = importance_graph(csr, None, c.num_neighbors, c.num_walks,
                                  c.walk_length, c.restart_prob, seed=seed,
-                                 backend=c.resolve_backend())
+                                 backend=c.resolve_backend(),
+                                 window=c.window)
         graph = graph.cpu()
         if self.dataset.x is not None:
             graph.x = self.dataset.x
