@@ -105,6 +105,42 @@ def test_features_as_memmap_and_resume_is_a_no_op(tmp_path):
     assert again.chunks_computed == 0 and again.chunks_resumed > 0
 
 
+@pytest.mark.parametrize('budget', [0, None])
+def test_gather_from_memory_or_file_and_partial_projection_resume(
+        tmp_path, budget):
+    # memory_budget=0 gathers the projected rows from the memory-mapped
+    # file, the default from RAM: the same bytes either way, also when the
+    # projection stage resumes half-way (the resumed rows are read back).
+    torch.manual_seed(0)
+    csr, x = small_graph()
+    model = PinSage(10, 16, 8).eval()
+    ref = layerwise_embed(model, x, csr, tmp_path / 'ref', chunk_size=17,
+                          **SAMPLER)
+    work = tmp_path / 'w'
+    run = layerwise_embed(model, x, csr, work, chunk_size=17,
+                          keep_intermediate=True, memory_budget=budget,
+                          **SAMPLER)
+    assert run.item_path.read_bytes() == ref.item_path.read_bytes()
+    # Pretend the run died after 3 chunks of the first projection, with a
+    # half-written (here: garbage) tail of p1.npy:
+    prog = json.loads((work / 'progress.json').read_text())
+    prog['done'] = {k: v for k, v in prog['done'].items()
+                    if k in ('neighbors', 'encode')}
+    prog['done']['project1'] = 3
+    (work / 'progress.json').write_text(json.dumps(prog))
+    p1 = np.load(work / 'p1.npy', mmap_mode='r+')
+    p1[3 * 17:] = 7.0
+    p1.flush()
+    del p1
+    for name in ('h1.npy', 'p2.npy', 'h2.npy', 'item_embeddings.npy'):
+        (work / name).unlink()
+    again = layerwise_embed(model, x, csr, work, chunk_size=17,
+                            memory_budget=budget, **SAMPLER)
+    assert again.chunks_resumed == prog['done']['neighbors'] + \
+        prog['done']['encode'] + 3
+    assert again.item_path.read_bytes() == ref.item_path.read_bytes()
+
+
 def test_mismatched_work_dir_is_refused(tmp_path):
     torch.manual_seed(0)
     csr, x = small_graph()

@@ -142,6 +142,11 @@ def _check(cfg: DictConfig) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"Invalid config: {key} must be an integer "
                               f">= 1 (got {v!r}).")
+    budget = cfg.get('memory_budget_gib')
+    if budget is not None and (isinstance(budget, bool) or not isinstance(
+            budget, (int, float)) or not budget >= 0):
+        raise ConfigError(f"Invalid config: memory_budget_gib must be a "
+                          f"number >= 0 or null (got {budget!r}).")
     kind = cfg.output.index
     if kind not in (*INDEX_KINDS, 'none', None):
         raise ConfigError(f"Invalid config: output.index must be one of "
@@ -203,9 +208,12 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         (out / DONE).unlink()
 
     try:
+        budget = cfg.get('memory_budget_gib')
         res = layerwise_embed(model, ds.x, csr, work, device=cfg.device,
                               keep_intermediate=False, overwrite=overwrite,
-                              progress=bool(cfg.progress), **args)
+                              progress=bool(cfg.progress),
+                              memory_budget=None if budget is None
+                              else int(float(budget) * 2**30), **args)
     except WorkDirMismatch as e:
         raise ConfigError(f"{e} (output.dir={out})") from None
     manifest = json.loads((work / 'manifest.json').read_text())
