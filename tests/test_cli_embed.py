@@ -212,3 +212,20 @@ def test_cli_error_is_one_clear_line(trained, tmp_path):
               if ln.startswith('error:')]
     assert len(errors) == 1 and 'does not exist' in errors[0]
     assert 'Traceback' not in proc.stderr
+
+
+def test_memory_budget_and_window(trained, tmp_path):
+    # Out of core (budget 0) gives the bytes of the in-RAM default:
+    a = embed_run(embed_cfg(trained, tmp_path / 'a'))
+    b = embed_run(embed_cfg(trained, tmp_path / 'b', 'memory_budget_gib=0'))
+    assert (tmp_path / 'a' / 'item_embeddings.npy').read_bytes() == \
+        (tmp_path / 'b' / 'item_embeddings.npy').read_bytes()
+    assert a['manifest'] == b['manifest']  # the budget is not part of a run
+    with pytest.raises(ConfigError, match='memory_budget_gib must be'):
+        embed_run(embed_cfg(trained, tmp_path / 'c', 'memory_budget_gib=-1'))
+    # Time-local walks are another run (recorded in the manifest):
+    w = embed_run(embed_cfg(trained, tmp_path / 'w', 'sampler.window=2'))
+    assert w['manifest']['sampler']['window'] == 2
+    assert 'window' not in a['manifest']['sampler']
+    assert (tmp_path / 'w' / 'item_embeddings.npy').read_bytes() != \
+        (tmp_path / 'a' / 'item_embeddings.npy').read_bytes()
