@@ -163,7 +163,7 @@ class PinSageModule(pl.LightningModule):
             m = int(keep.sum())
             self.log(f'val_hit_rate@{self.k}', pm[f'hit_rate@{self.k}'],
                      batch_size=m, on_epoch=True, sync_dist=True)
-            self.log(f'val_scaled_mrr', pm['scaled_mrr'], batch_size=m,
+            self.log('val_scaled_mrr', pm['scaled_mrr'], batch_size=m,
                      on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pinsage_pyg.data.dataset import PinSageDataset, build_dataset
 from pinsage_pyg.data.features import FeatureSpec
-from pinsage_pyg.data.interactions import DataError, read_table
+from pinsage_pyg.data.interactions import read_table
 from pinsage_pyg.inference.export import atomic_write, write_embeddings
 from pinsage_pyg.training.baselines import (EmbeddingScorer,
                                             cooccurrence_scorer,
