@@ -166,9 +166,17 @@ def _write_rows(path: Path, lo: int, rows: np.ndarray) -> None:
         os.close(fd)
 
 
-def _read_rows(path: Path, lo: int, hi: int) -> np.ndarray:
+def _read_rows(path: Path, lo: int, hi: int,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
+    r"""Rows ``[lo, hi)`` of a ``.npy`` file, into :obj:`out` (a C-contiguous
+    array of those rows' shape and dtype) when given."""
     start, dtype, row_shape = _row_span(path, lo, hi - lo)
-    out = np.empty((hi - lo, *row_shape), dtype=dtype)
+    if out is None:
+        out = np.empty((hi - lo, *row_shape), dtype=dtype)
+    elif out.shape != (hi - lo, *row_shape) or out.dtype != dtype or \
+            not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of "
+                         f"shape {(hi - lo, *row_shape)}")
     view = memoryview(out.reshape(-1)).cast('B')
     with open(path, 'rb', buffering=0) as f:
         f.seek(start)
@@ -544,9 +552,8 @@ def layerwise_embed(
             resident = np.empty((num_items, m), dtype=np.float32)
             done_rows = min(prog.done(f'project{k + 1}') * chunk_size,
                             num_items)
-            for lo in range(0, done_rows, chunk_size):  # resumed chunks
-                hi = min(lo + chunk_size, done_rows)
-                resident[lo:hi] = _read_rows(p_path, lo, hi)
+            if done_rows:  # the resumed chunks
+                _read_rows(p_path, 0, done_rows, out=resident[:done_rows])
         for c, lo, hi in chunks(f'project{k + 1}', chunk_size):
             p = model.project(k, torch.from_numpy(
                 _read_rows(h_path, lo, hi)).to(device)).cpu().numpy()

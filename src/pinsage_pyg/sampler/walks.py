@@ -99,19 +99,27 @@ class BipartiteCSR:
                               data['item'].num_nodes)
 
 
-def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
-                      generator: Optional[torch.Generator]) -> Tensor:
-    r"""One uniformly random neighbour per entry of :obj:`node` (``-1`` for a
-    node that is ``-1`` or has no neighbours)."""
-    valid = node >= 0
+def _uniform_edge(ptr: Tensor, num_edges: int, node: Tensor,
+                  generator: Optional[torch.Generator]
+                  ) -> tuple[Tensor, Tensor]:
+    r"""One uniformly random CSR edge position per entry of :obj:`node`, and
+    whether it exists (``False`` for a node that is ``-1`` or has no
+    edges; its position is then clamped into range)."""
     safe = node.clamp(min=0)
     start = ptr[safe]
     deg = ptr[safe + 1] - start
     r = torch.rand(node.shape, device=node.device, generator=generator)
     off = (r * deg).long().clamp(max=(deg - 1).clamp(min=0))
-    ok = valid & (deg > 0)
-    out = col[(start + off).clamp(max=max(col.numel() - 1, 0))] \
-        if col.numel() else torch.full_like(node, -1)
+    ok = (node >= 0) & (deg > 0)
+    return (start + off).clamp(max=max(num_edges - 1, 0)), ok
+
+
+def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
+                      generator: Optional[torch.Generator]) -> Tensor:
+    r"""One uniformly random neighbour per entry of :obj:`node` (``-1`` for a
+    node that is ``-1`` or has no neighbours)."""
+    edge, ok = _uniform_edge(ptr, col.numel(), node, generator)
+    out = col[edge] if col.numel() else torch.full_like(node, -1)
     return torch.where(ok, out, torch.full_like(node, -1))
 
 
@@ -126,16 +134,10 @@ def _window_neighbor(csr: BipartiteCSR, node: Tensor, window: int,
         raise ValueError("a windowed walk needs BipartiteCSR.item_pos (build "
                          "the graph with BipartiteCSR.from_edges or "
                          "from_hetero)")
-    valid = node >= 0
-    safe = node.clamp(min=0)
-    start = csr.item_ptr[safe]
-    deg = csr.item_ptr[safe + 1] - start
-    r = torch.rand(node.shape, device=node.device, generator=generator)
-    off = (r * deg).long().clamp(max=(deg - 1).clamp(min=0))
-    ok = valid & (deg > 0)
+    edge, ok = _uniform_edge(csr.item_ptr, csr.item_users.numel(), node,
+                             generator)
     if csr.item_users.numel() == 0:
         return torch.full_like(node, -1)
-    edge = (start + off).clamp(max=csr.item_users.numel() - 1)
     user, pos = csr.item_users[edge], csr.item_pos[edge]
     lo = torch.maximum(csr.user_ptr[user], pos - window)
     hi = torch.minimum(csr.user_ptr[user + 1] - 1, pos + window)
