@@ -56,7 +56,7 @@ def main():
     header = (f"# {args.data}: mean ± std over seeds {args.seeds}\n\n"
               f"Command: `python benchmarks/quality.py --data {args.data} "
               f"--seeds {' '.join(map(str, args.seeds))}"
-              f"{' ' + ' '.join(args.overrides) if args.overrides else ''}`"
+              f"{' -- ' + ' '.join(args.overrides) if args.overrides else ''}`"
               f"  \nMachine: {platform.machine()}, {os.cpu_count()} CPU "
               f"cores; wall time per run (train + embed + evaluate): "
               f"{sum(seconds) / len(seconds):.0f} s\n\n")
