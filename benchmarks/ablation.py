@@ -99,8 +99,10 @@ def main():
              '|' + '---|' * len(table.columns)]
     lines += ['| ' + ' | '.join(map(str, r)) + ' |'
               for r in table.itertuples(index=False)]
+    variants = ('' if args.variants == list(VARIANTS) else
+                f" --variants {' '.join(args.variants)}")
     cmd = (f"python benchmarks/ablation.py --data {args.data} --seeds "
-           f"{' '.join(map(str, args.seeds))}"
+           f"{' '.join(map(str, args.seeds))}{variants}"
            f"{' -- ' + ' '.join(args.overrides) if args.overrides else ''}")
     took = (f'; wall time per run {sum(seconds) / len(seconds):.0f} s'
             if seconds else '')
