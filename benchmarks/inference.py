@@ -110,23 +110,32 @@ def scale_one(n: int, hidden: int, features: int, walks: int,
             'stage_seconds': res.stage_seconds}
 
 
+def run_isolated(module: str, call: str):
+    r"""Evaluate ``<module>.<call>`` (a module of this folder) in a fresh
+    Python process, so that each measurement has its own peak RSS and
+    allocator state. Returns ``(result, stderr)``: the JSON-able value the
+    call returned, or ``None`` if the process failed."""
+    code = (f'import json, sys; sys.path.insert(0, '
+            f'{str(Path(__file__).parent)!r}); import {module} as b; '
+            f'print("RESULT", json.dumps(b.{call}))')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')]
+    if proc.returncode != 0 or not line:
+        return None, proc.stderr
+    return json.loads(line[0][7:]), proc.stderr
+
+
 def scale(sizes, hidden, features, walks, threads, keep_1m: Path) -> list:
     rows = []
     for n in sizes:
         work = tempfile.mkdtemp(prefix=f'pinsage_scale_{n}_')
-        code = (f'import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r});'
-                f'import inference as b; print("RESULT", json.dumps('
-                f'b.scale_one({n}, {hidden}, {features}, {walks}, '
-                f'{work!r}, {threads})))')
-        proc = subprocess.run([sys.executable, '-c', code],
-                              capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines()
-                if ln.startswith('RESULT ')]
-        if proc.returncode != 0 or not line:
-            rows.append({'items': n, 'error': proc.stderr[-500:]})
+        row, err = run_isolated('inference', f'scale_one({n}, {hidden}, '
+                                f'{features}, {walks}, {work!r}, {threads})')
+        if row is None:
+            rows.append({'items': n, 'error': err[-500:]})
             print(rows[-1], flush=True)
             continue
-        row = json.loads(line[0][7:])
         if n == 1_000_000:
             keep_1m.parent.mkdir(parents=True, exist_ok=True)
             os.replace(Path(work) / 'item_embeddings.npy', keep_1m)

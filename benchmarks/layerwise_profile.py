@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from inference import run_isolated  # benchmarks/inference.py
 
 
 def profile(n: int, threads: int) -> dict:
@@ -130,15 +130,10 @@ def main() -> None:
     p.add_argument('--threads', type=int, default=2)
     args = p.parse_args()
     for n in args.items:
-        code = (f'import json, sys; sys.path.insert(0, '
-                f'{str(Path(__file__).parent)!r}); import layerwise_profile '
-                f'as b; print("RESULT", json.dumps(b.profile({int(n)}, '
-                f'{args.threads})))')
-        proc = subprocess.run([sys.executable, '-c', code],
-                              capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines()
-                if ln.startswith('RESULT ')]
-        print(line[0][7:] if line else proc.stderr[-2000:], flush=True)
+        out, err = run_isolated('layerwise_profile',
+                                f'profile({int(n)}, {args.threads})')
+        print(json.dumps(out) if out is not None else err[-2000:],
+              flush=True)
 
 
 if __name__ == '__main__':
