@@ -23,18 +23,19 @@ import torch
 from hydra import compose, initialize_config_module
 
 from pinsage_pyg.sampler.walks import BipartiteCSR, importance_graph
+from pinsage_pyg.training.evaluate import evaluate_leave_last_out
 from pinsage_pyg.training.pipeline import evaluation_splits, load_dataset
 
 
 def hit_rate(graph, split, num_items: int, k: int = 10) -> float:
+    r"""HR@k of the main table's protocol (the same evaluator, exclusions
+    and seeded tie-breaking) with the importance weight of a candidate in
+    the query item's neighbourhood as its score."""
     scores = torch.zeros(num_items, num_items)
     scores[graph.edge_index[1], graph.edge_index[0]] = graph.edge_weight
-    sc = scores[split.query_item]
-    row = torch.repeat_interleave(torch.arange(sc.size(0)),
-                                  split.exclude_ptr[1:] - split.exclude_ptr[:-1])
-    sc[row, split.exclude_item] = -1.0  # the user's train items
-    top = sc.topk(k, dim=1).indices
-    return (top == split.target_item[:, None]).any(1).float().mean().item()
+    return evaluate_leave_last_out(lambda q: scores[q], split.query_item,
+                                   split.target_item, split.exclude_ptr,
+                                   split.exclude_item, k=k)
 
 
 def main() -> None:
