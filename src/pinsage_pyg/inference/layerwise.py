@@ -51,14 +51,15 @@ from torch import Tensor
 
 from pinsage_pyg.inference.export import atomic_write
 from pinsage_pyg.sampler.walk_backends import resolve_walk_backend
-from pinsage_pyg.sampler.walks import BipartiteCSR, importance_neighbors
+from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_neighbors,
+                                       walk_key)
 
 PathLike = Union[str, os.PathLike]
 ArrayLike = Union[Tensor, np.ndarray]
 
 MANIFEST = 'manifest.json'
 PROGRESS = 'progress.json'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: walks keyed by item (another random stream)
 
 
 class WorkDirMismatch(ValueError):
@@ -401,8 +402,9 @@ def layerwise_embed(
         chunk_size (int): Items per chunk of the encode/project/layer/head
             stages; memory grows with ``chunk_size * T * m``.
             (default: ``16384``)
-        walk_chunk_size (int): Seed items per chunk of the walks (part of
-            the random stream). (default: ``65536``)
+        walk_chunk_size (int): Seed items per chunk of the walks (a
+            memory setting: with the plain walk the neighbourhoods are the
+            same for every value). (default: ``65536``)
         device: Device of the dense maths. (default: ``'cpu'``)
         keep_intermediate (bool): Keep ``h*.npy``/``p*.npy`` of finished
             layers. (default: :obj:`False`)
@@ -511,22 +513,31 @@ def layerwise_embed(
     need(nbr_path, 'neighbors', walk_chunk_size, index_dtype,
          (num_items, T))
     need(w_path, 'neighbors', walk_chunk_size, np.float32, (num_items, T))
-    gen = torch.Generator(device=csr.item_ptr.device)
-    gen.manual_seed(int(seed))
-    if prog.done('neighbors') > 0 and 'rng' in prog.state:
-        gen.set_state(torch.frombuffer(bytearray(base64.b64decode(
-            prog.state['rng'])), dtype=torch.uint8))
+    # The plain walk is keyed by item (walk_key(seed)): the neighbourhoods
+    # do not depend on walk_chunk_size and a resumed chunk needs no state.
+    # The compiled kernels draw from a generator whose state is saved.
+    key = walk_key(seed) if backend == 'torch' else None
+    gen = None
+    if key is None:
+        gen = torch.Generator(device=csr.item_ptr.device)
+        gen.manual_seed(int(seed))
+        if prog.done('neighbors') > 0 and 'rng' in prog.state:
+            gen.set_state(torch.frombuffer(bytearray(base64.b64decode(
+                prog.state['rng'])), dtype=torch.uint8))
     for c, lo, hi in chunks('neighbors', walk_chunk_size):
         seeds = torch.arange(lo, hi, device=csr.item_ptr.device)
         row, item, w = importance_neighbors(csr, seeds, T, num_walks,
                                             walk_length, restart_prob,
-                                            gen, backend, window)
+                                            gen, backend, window, key=key)
         nbr, wt = _pad_neighbors(row.cpu(), item.cpu(), w.cpu(), hi - lo,
                                  T, index_dtype)
         _write_rows(nbr_path, lo, nbr)
         _write_rows(w_path, lo, wt)
-        state = base64.b64encode(gen.get_state().numpy().tobytes())
-        prog.mark('neighbors', c + 1, rng=state.decode())
+        if gen is None:
+            prog.mark('neighbors', c + 1)
+        else:
+            state = base64.b64encode(gen.get_state().numpy().tobytes())
+            prog.mark('neighbors', c + 1, rng=state.decode())
 
     # 2. h0 = encoder(x).
     h_path = work / 'h0.npy'

@@ -8,11 +8,13 @@ from pinsage_pyg.sampler.walk_backends import (WALK_BACKENDS,
                                                available_walk_backends,
                                                resolve_walk_backend)
 from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_graph,
-                                       importance_neighbors, random_walk)
+                                       importance_neighbors, random_walk,
+                                       walk_key)
 
 __all__ = [
     'BipartiteCSR',
     'random_walk',
+    'walk_key',
     'importance_neighbors',
     'importance_graph',
     'WALK_BACKENDS',

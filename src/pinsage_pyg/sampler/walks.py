@@ -53,6 +53,7 @@ class BipartiteCSR:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop('_homogeneous', None)  # walk-backend cache (rebuilt)
+        state.pop('_step_tables', None)  # plain-walk cache (rebuilt)
         return state
 
     def to(self, device) -> 'BipartiteCSR':
@@ -99,32 +100,104 @@ class BipartiteCSR:
                               data['item'].num_nodes)
 
 
+# ------------------------------------------------------ keyed random stream
+# The plain-PyTorch walk draws its random numbers from a counter-based
+# generator: the number for draw ``d`` of walk ``j`` from item ``i`` is a
+# hash of ``(key, i, j, d)``. So an item's walks depend only on the key and
+# the item (not on the chunk, the other seeds of a call or the device), and
+# CPU and CUDA give the same walks for the same key.
+_M32 = 0xFFFFFFFF
+_HASH_MUL = 0x45D9F3B  # < 2**27: a value < 2**36 times it fits in int64
+_WEYL = 0x9E3779B9     # 2**32 / golden ratio (the draws' Weyl sequence)
+_WALK_MUL = 0x2C1B3C6D  # spreads walk ids (odd, < 2**31)
+
+
+def _mix32(x: Tensor) -> Tensor:
+    r"""A 32-bit integer hash (xorshift-multiply, Thomas Mueller's
+    constant) of the values ``0 <= x < 2**36`` of an int64 tensor, in
+    place; the result is in ``[0, 2**32)``. Every product stays below
+    ``2**63``, so the same bits come out on every device."""
+    x ^= x >> 16
+    x *= _HASH_MUL
+    x &= _M32
+    x ^= x >> 16
+    x *= _HASH_MUL
+    x &= _M32
+    x ^= x >> 16
+    return x
+
+
+def walk_key(seed: int) -> int:
+    r"""The 64-bit key of the walks' random stream for an integer
+    :obj:`seed` (SplitMix64 of the seed): what :func:`importance_graph`
+    uses for ``seed=`` with the plain-PyTorch walk."""
+    z = (int(seed) + 0x9E3779B97F4A7C15) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return z ^ (z >> 31)
+
+
+def _key_from(generator: Optional[torch.Generator],
+              device: torch.device) -> int:
+    r"""One 63-bit key drawn from :obj:`generator` (or from torch's global
+    random state)."""
+    dev = generator.device if generator is not None else torch.device('cpu')
+    return int(torch.randint(0, 2**63 - 1, (1, ), generator=generator,
+                             device=dev))
+
+
+def _walker_states(start: Tensor, walk_id: Tensor, key: int,
+                   wide_ids: bool) -> Tensor:
+    r"""The 32-bit state of each walker, a hash of ``(key, start item,
+    walk id)``."""
+    k0, k1 = key & _M32, (key >> 32) & _M32
+    b = _mix32((start & _M32) ^ k0)
+    if wide_ids:  # item ids beyond 2**32: fold in the high bits
+        b = _mix32(b ^ (start >> 32))
+    b += (walk_id & 0x7FFFFFFF) * _WALK_MUL
+    b &= _M32
+    b ^= k1
+    return _mix32(b)
+
+
+def _draw(state: Tensor, d: int) -> Tensor:
+    r"""Draw ``d`` of every walker: uniform on ``[0, 2**32)``."""
+    return _mix32(state + ((d + 1) * _WEYL & _M32))
+
+
+def _pick(z: Tensor, n: Tensor) -> Tensor:
+    r"""``floor(z * n / 2**32)``: uniform on ``[0, n)`` for ``z`` uniform
+    on ``[0, 2**32)`` (bias at most ``n / 2**32``; ``n < 2**31``)."""
+    return (z * n) >> 32
+
+
 def _uniform_edge(ptr: Tensor, num_edges: int, node: Tensor,
-                  generator: Optional[torch.Generator]
-                  ) -> tuple[Tensor, Tensor]:
-    r"""One uniformly random CSR edge position per entry of :obj:`node`, and
-    whether it exists (``False`` for a node that is ``-1`` or has no
-    edges; its position is then clamped into range)."""
+                  z: Tensor) -> tuple[Tensor, Tensor]:
+    r"""One uniformly random CSR edge position per entry of :obj:`node`
+    (random numbers :obj:`z`, see :func:`_draw`), and whether it exists
+    (``False`` for a node that is ``-1`` or has no edges; its position is
+    then clamped into range)."""
     safe = node.clamp(min=0)
     start = ptr[safe]
     deg = ptr[safe + 1] - start
-    r = torch.rand(node.shape, device=node.device, generator=generator)
-    off = (r * deg).long().clamp(max=(deg - 1).clamp(min=0))
     ok = (node >= 0) & (deg > 0)
-    return (start + off).clamp(max=max(num_edges - 1, 0)), ok
+    edge = _pick(z, deg)
+    edge += start
+    return edge.clamp_(max=max(num_edges - 1, 0)), ok
 
 
 def _uniform_neighbor(ptr: Tensor, col: Tensor, node: Tensor,
-                      generator: Optional[torch.Generator]) -> Tensor:
+                      z: Tensor) -> Tensor:
     r"""One uniformly random neighbour per entry of :obj:`node` (``-1`` for a
     node that is ``-1`` or has no neighbours)."""
-    edge, ok = _uniform_edge(ptr, col.numel(), node, generator)
-    out = col[edge] if col.numel() else torch.full_like(node, -1)
-    return torch.where(ok, out, torch.full_like(node, -1))
+    if col.numel() == 0:
+        return torch.full_like(node, -1)
+    edge, ok = _uniform_edge(ptr, col.numel(), node, z)
+    return col[edge].masked_fill_(~ok, -1)
 
 
 def _window_neighbor(csr: BipartiteCSR, node: Tensor, window: int,
-                     generator: Optional[torch.Generator]) -> Tensor:
+                     z_user: Tensor, z_item: Tensor) -> Tensor:
     r"""One item -> user -> item step that stays within :obj:`window`
     positions of the arriving edge in the user's ordered item list: a
     uniformly random user of each item in :obj:`node`, then a uniformly
@@ -134,27 +207,111 @@ def _window_neighbor(csr: BipartiteCSR, node: Tensor, window: int,
         raise ValueError("a windowed walk needs BipartiteCSR.item_pos (build "
                          "the graph with BipartiteCSR.from_edges or "
                          "from_hetero)")
-    edge, ok = _uniform_edge(csr.item_ptr, csr.item_users.numel(), node,
-                             generator)
     if csr.item_users.numel() == 0:
         return torch.full_like(node, -1)
+    edge, ok = _uniform_edge(csr.item_ptr, csr.item_users.numel(), node,
+                             z_user)
     user, pos = csr.item_users[edge], csr.item_pos[edge]
     lo = torch.maximum(csr.user_ptr[user], pos - window)
     hi = torch.minimum(csr.user_ptr[user + 1] - 1, pos + window)
     n = hi - lo  # positions in [lo, hi] other than pos
     ok &= n > 0
-    r = torch.rand(node.shape, device=node.device, generator=generator)
-    k = lo + (r * n).long().clamp(max=(n - 1).clamp(min=0))
+    k = lo + _pick(z_item, n.clamp(min=0))
     k = k + (k >= pos).long()
     out = csr.user_items[k.clamp(max=csr.user_items.numel() - 1)]
-    return torch.where(ok, out, torch.full_like(node, -1))
+    return out.masked_fill_(~ok, -1)
+
+
+#: Walkers per block of the plain walk (and seeds per block of the top-T
+#: counting, times the walks per seed): small enough that a block's
+#: temporaries stay in the CPU caches, large enough to amortise the per-op
+#: overhead (measured on 2 cores, benchmarks/speed.py).
+WALK_BLOCK = 1 << 15
+
+
+def _step_tables(csr: BipartiteCSR) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""``(item_first, item_deg, user_first, user_deg)``: the first CSR
+    position (clamped into range) and the degree of every item and user.
+    Cached on :obj:`csr` (not pickled)."""
+    cached = csr.__dict__.get('_step_tables')
+    if cached is not None and cached[0] is csr.item_ptr:
+        return cached[1]
+    out = []
+    for ptr in (csr.item_ptr, csr.user_ptr):
+        num_edges = int(ptr[-1]) if ptr.numel() else 0
+        out += [ptr[:-1].clamp(max=max(num_edges - 1, 0)),
+                ptr[1:] - ptr[:-1]]
+    csr.__dict__['_step_tables'] = (csr.item_ptr, tuple(out))
+    return tuple(out)
+
+
+def _walk_block(csr: BipartiteCSR, start: Tensor, walk_id: Tensor,
+                walk_length: int, restart_prob: float, key: int,
+                window: Optional[int], out: Tensor) -> None:
+    r"""The plain-PyTorch walk of one block of walkers into :obj:`out`.
+    Step ``s`` uses draws ``3s`` (the user), ``3s + 1`` (the item) and
+    ``3s + 2`` (the restart)."""
+    state = _walker_states(start, walk_id, key, csr.num_items > _M32)
+    threshold = int(round(restart_prob * 2**32))
+    if window is not None:
+        cur = start
+        for step in range(walk_length):
+            if step > 0:
+                reset = cur < 0
+                if restart_prob > 0:
+                    reset |= _draw(state, 3 * step + 2) < threshold
+                cur = torch.where(reset, start, cur)
+            cur = _window_neighbor(csr, cur, window, _draw(state, 3 * step),
+                                   _draw(state, 3 * step + 1))
+            out[:, step] = cur
+        return
+    # Whole-history walk: every item reached from a user has that user, so
+    # the only dead end is a start item without users; its walkers step
+    # from a clamped position and are set to -1 at the end.
+    item_first, item_deg, user_first, user_deg = _step_tables(csr)
+    cur = start
+    for step in range(walk_length):
+        if step > 0 and restart_prob > 0:
+            cur = torch.where(_draw(state, 3 * step + 2) < threshold, start,
+                              cur)
+        z = _draw(state, 3 * step)
+        z *= item_deg.index_select(0, cur)
+        z >>= 32
+        z += item_first.index_select(0, cur)
+        user = csr.item_users.index_select(0, z)
+        z = _draw(state, 3 * step + 1)
+        z *= user_deg.index_select(0, user)
+        z >>= 32
+        z += user_first.index_select(0, user)
+        cur = csr.user_items.index_select(0, z)
+        out[:, step] = cur
+    out.masked_fill_((item_deg.index_select(0, start) == 0).view(-1, 1), -1)
+
+
+def _keyed_walk(csr: BipartiteCSR, start: Tensor, walk_id: Tensor,
+                walk_length: int, restart_prob: float, key: int,
+                window: Optional[int]) -> Tensor:
+    r"""The plain-PyTorch walk on the keyed random stream, in blocks of
+    :data:`WALK_BLOCK` walkers (the blocks do not change the walks)."""
+    out = torch.empty((start.numel(), walk_length), dtype=torch.long,
+                      device=start.device)
+    if csr.item_users.numel() == 0:
+        return out.fill_(-1)
+    step = WALK_BLOCK if start.device.type == 'cpu' else start.numel()
+    for lo in range(0, start.numel(), max(step, 1)):
+        hi = lo + step
+        _walk_block(csr, start[lo:hi], walk_id[lo:hi], walk_length,
+                    restart_prob, key, window, out[lo:hi])
+    return out
 
 
 def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
                 restart_prob: float = 0.0,
                 generator: Optional[torch.Generator] = None,
                 backend: str = 'auto',
-                window: Optional[int] = None) -> Tensor:
+                window: Optional[int] = None,
+                key: Optional[int] = None,
+                walk_id: Optional[Tensor] = None) -> Tensor:
     r"""Random walks item -> user -> item from the items in :obj:`start`.
 
     One step goes from an item to a uniformly random user who engaged with
@@ -164,12 +321,20 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
     Personalized PageRank w.r.t. the start item). A walker at a dead end
     (an item without users) restarts from its start item.
 
+    The plain-PyTorch walk (``backend='torch'``) is counter-based: the
+    random numbers of walker ``w`` are a hash of ``(key, start[w],
+    walk_id[w])`` and the draw's number, so a walk does not depend on the
+    other walkers of the call, on how the starts are chunked, nor on the
+    device (CPU and CUDA give the same walks for the same key).
+
     Args:
         csr (BipartiteCSR): The graph.
         start (LongTensor): Start items, shape ``[n]``.
         walk_length (int): Item-to-item steps per walk (``>= 1``).
         restart_prob (float): Restart probability per step, in ``[0, 1)``.
-        generator (torch.Generator, optional): Random source.
+        generator (torch.Generator, optional): Random source. The plain
+            walk draws its :obj:`key` from it (one number) unless a key is
+            given; the compiled kernels draw a seed from it.
         backend (str): ``torch`` (plain PyTorch), ``torch_cluster``,
             ``pyg_lib``, or ``auto`` (the fastest measured one installed
             for the device of :obj:`start`); see
@@ -184,6 +349,13 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
             engagements. :obj:`None` (default): any item of the user, as
             in the paper. Only the ``torch`` backend implements it
             (``auto`` resolves to it).
+        key (int, optional): Key of the plain walk's random stream (e.g.
+            :func:`walk_key` of a seed); the compiled kernels seed their
+            generator with it when no :obj:`generator` is given.
+        walk_id (LongTensor, optional): Identifies each walker among those
+            of the same start item (``[n]``; default: its position in
+            :obj:`start`). Walkers with the same start item, walk id and
+            key walk the same walk.
 
     Returns:
         LongTensor ``[n, walk_length]``: the item reached after each step
@@ -199,27 +371,62 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
     start = start.long()
     backend = resolve_walk_backend(backend, start.device, window=window)
     if backend != 'torch':
+        if generator is None and key is not None:
+            generator = torch.Generator(device=start.device)
+            generator.manual_seed(int(key) & (2**63 - 1))
         return compiled_random_walk(csr, start, walk_length, restart_prob,
                                     backend, generator)
-    out = torch.empty((start.numel(), walk_length), dtype=torch.long,
-                      device=start.device)
-    cur = start
-    for step in range(walk_length):
-        if step > 0:
-            reset = cur < 0
-            if restart_prob > 0:
-                reset |= torch.rand(cur.shape, device=cur.device,
-                                    generator=generator) < restart_prob
-            cur = torch.where(reset, start, cur)
-        if window is None:
-            user = _uniform_neighbor(csr.item_ptr, csr.item_users, cur,
-                                     generator)
-            cur = _uniform_neighbor(csr.user_ptr, csr.user_items, user,
-                                    generator)
-        else:
-            cur = _window_neighbor(csr, cur, window, generator)
-        out[:, step] = cur
-    return out
+    if key is None:
+        key = _key_from(generator, start.device)
+    if walk_id is None:
+        walk_id = torch.arange(start.numel(), device=start.device)
+    elif walk_id.shape != start.shape:
+        raise ValueError(f"walk_id must have the shape of start "
+                         f"{tuple(start.shape)} (got {tuple(walk_id.shape)})")
+    return _keyed_walk(csr, start, walk_id.long().to(start.device),
+                       walk_length, restart_prob, int(key), window)
+
+
+def _top_t(visits: Tensor, seeds: Tensor, num_items: int,
+           num_neighbors: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Top-T counting on the fixed-width visit matrix ``[n, width]`` (row
+    ``r`` holds every item the walks of ``seeds[r]`` visited, ``-1`` for
+    no step). Each row is sorted on its own; the runs of equal items give
+    the visit counts (a running max of the run starts); a second row-wise
+    sort over ``(width - count) * (N + 1) + item`` at the run ends orders
+    every row by decreasing count, ties to the smaller item index, and the
+    first T columns are kept. No sort spans more than one row, so the work
+    is ``O(n * width * log(width))``, on any device."""
+    n, width = visits.shape
+    dev = visits.device
+    big = num_items + 1
+    span = (width + 1) * big
+    dt = torch.int32 if span < 2**31 else torch.long
+    v = visits.to(dt)
+    v.masked_fill_((v < 0) | (v == seeds.view(-1, 1).to(dt)), num_items)
+    v = torch.sort(v, dim=1)[0]  # dropped visits (num_items) sort last
+    start = torch.ones_like(v, dtype=torch.bool)
+    torch.ne(v[:, 1:], v[:, :-1], out=start[:, 1:])
+    pos = torch.arange(width, device=dev, dtype=dt)
+    first = torch.cummax(start * pos, dim=1)[0]
+    key = first - pos  # 1 - count at a run's last entry
+    key += width - 1
+    key *= big
+    key += v
+    end = torch.ones_like(start)
+    end[:, :-1] = start[:, 1:]  # a run ends where the next one starts
+    key.masked_fill_(~end | (v == num_items), span - 1)
+    k = min(num_neighbors, width)
+    key = torch.sort(key, dim=1)[0][:, :k]
+    kept = key < width * big
+    item = key % big
+    count = width - key // big
+    count.masked_fill_(~kept, 0)
+    row = torch.repeat_interleave(torch.arange(n, device=dev), kept.sum(1))
+    total = count.sum(1).to(torch.float)
+    item = torch.masked_select(item, kept).long()
+    count = torch.masked_select(count, kept).to(torch.float)
+    return row, item, count / total[row]
 
 
 def importance_neighbors(
@@ -232,6 +439,7 @@ def importance_neighbors(
     generator: Optional[torch.Generator] = None,
     backend: str = 'auto',
     window: Optional[int] = None,
+    key: Optional[int] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""PinSage's importance-based neighbourhoods: from every seed item run
     :obj:`num_walks` random walks of :obj:`walk_length` item steps, count
@@ -241,13 +449,22 @@ def importance_neighbors(
     Ties in the counts are broken by the smaller item index (deterministic
     given the walks). :obj:`backend` picks the walk kernel and
     :obj:`window` keeps the walks local in time (see :func:`random_walk`).
+    The counting sorts each seed's ``num_walks * walk_length`` visits on
+    their own (no sort over all seeds), on any device.
+
+    With the plain-PyTorch walk the walks of seed item ``s`` are keyed by
+    ``(key, s, walk number)``: a seed's neighbourhood depends only on the
+    :obj:`key` (drawn from :obj:`generator` when not given) and the item,
+    not on the other seeds of the call or their order (so a seed listed
+    twice gets the same neighbourhood twice).
 
     Returns:
         ``(seed_index, neighbor, weight)``: for each kept (seed, neighbour)
         pair the position of the seed in :obj:`seeds`, the neighbour item and
         its weight. Pairs are grouped by seed and sorted by decreasing
-        weight; the weights of each seed sum to 1. A seed whose walks visit
-        no other item (e.g. an isolated item) has no pairs.
+        weight (then increasing neighbour index); the weights of each seed
+        sum to 1. A seed whose walks visit no other item (e.g. an isolated
+        item) has no pairs.
     """
     if num_neighbors < 1:
         raise ValueError(f"num_neighbors (T) must be >= 1 "
@@ -255,29 +472,39 @@ def importance_neighbors(
     if num_walks < 1:
         raise ValueError(f"num_walks must be >= 1 (got {num_walks})")
     seeds = seeds.long()
-    n, num_items = seeds.numel(), csr.num_items
-    start = seeds.repeat_interleave(num_walks)
-    visits = random_walk(csr, start, walk_length, restart_prob, generator,
-                         backend, window)
-    row = torch.arange(n, device=seeds.device).repeat_interleave(
-        num_walks * walk_length)
-    visits = visits.view(-1)
-    keep = (visits >= 0) & (visits != seeds[row])
-    key = row[keep] * num_items + visits[keep]
-    key, count = torch.unique(key, sorted=True, return_counts=True)
-    row, item = key // num_items, key % num_items
-    # Sort by (row asc, count desc, item asc): `key` is already sorted by
-    # (row, item), so two stable sorts finish the job.
-    perm = torch.sort(count, descending=True, stable=True)[1]
-    perm = perm[torch.sort(row[perm], stable=True)[1]]
-    row, item, count = row[perm], item[perm], count[perm]
-    # Rank within each seed's group, keep the top T:
-    group_start = index_to_ptr(row, n)
-    rank = torch.arange(row.numel(), device=seeds.device) - group_start[row]
-    top = rank < num_neighbors
-    row, item, count = row[top], item[top], count[top].to(torch.float)
-    total = torch.zeros(n, device=seeds.device).index_add_(0, row, count)
-    return row, item, count / total[row]
+    n, width = seeds.numel(), num_walks * walk_length
+    backend = resolve_walk_backend(backend, seeds.device, window=window)
+    if backend != 'torch':
+        visits = random_walk(csr, seeds.repeat_interleave(num_walks),
+                             walk_length, restart_prob, generator, backend,
+                             window, key=key)
+        return _top_t(visits.view(n, width), seeds, csr.num_items,
+                      num_neighbors)
+    if key is None:
+        key = _key_from(generator, seeds.device)
+    # Walk and count a block of seeds at a time (the temporaries stay in
+    # the caches; the keyed stream makes the blocks invisible).
+    step = max(1, WALK_BLOCK // num_walks) if seeds.device.type == 'cpu' \
+        else max(n, 1)
+    walk_id = torch.arange(num_walks, device=seeds.device)
+    rows, items, weights = [], [], []
+    for lo in range(0, n, step):
+        block = seeds[lo:lo + step]
+        m = block.numel()
+        visits = _keyed_walk(csr, block.repeat_interleave(num_walks),
+                             walk_id.repeat(m), walk_length, restart_prob,
+                             int(key), window)
+        r, item, w = _top_t(visits.view(m, width), block, csr.num_items,
+                            num_neighbors)
+        rows.append(r + lo)
+        items.append(item)
+        weights.append(w)
+    if len(rows) == 1:
+        return rows[0], items[0], weights[0]
+    empty = torch.empty(0, dtype=torch.long, device=seeds.device)
+    if not rows:
+        return empty, empty, torch.empty(0, device=seeds.device)
+    return torch.cat(rows), torch.cat(items), torch.cat(weights)
 
 
 def importance_graph(
@@ -303,38 +530,47 @@ def importance_graph(
     ``O(chunk_size * num_walks * walk_length)`` plus the output.
 
     The walks and the top-T selection run on the device of :obj:`csr`
-    (move it with :meth:`BipartiteCSR.to`), with a random generator on that
-    device; the returned graph is on that device too (``data.cpu()`` moves
-    it back). CPU and CUDA generators give different random streams: the
-    same :obj:`seed` gives the same graph on the same device type, and
-    graphs with the same distribution across devices.
+    (move it with :meth:`BipartiteCSR.to`); the returned graph is on that
+    device too (``data.cpu()`` moves it back). With the plain-PyTorch walk
+    (``backend='torch'``, what ``auto`` picks) the random stream is keyed
+    by item (:func:`random_walk`): the same :obj:`seed` gives the same
+    graph, byte for byte, whatever :obj:`chunk_size`, whichever
+    :obj:`nodes` are computed together, and on CPU or CUDA. The compiled
+    kernels draw from a generator on the device seeded with :obj:`seed`:
+    the same seed gives the same graph for the same chunking on the same
+    device type.
 
     Args:
         csr (BipartiteCSR): The item-user graph (train interactions only).
         x (Tensor, optional): Item features to attach as ``data.x``.
-        seed (int, optional): Seed of a private random generator (the same
-            seed gives the same graph on the same device).
+        seed (int, optional): Seed of the walks (:func:`walk_key` of it is
+            the plain walk's key). :obj:`None`: a key drawn from torch's
+            global random state.
         nodes (LongTensor, optional): Only compute the neighbourhoods of
             these items (others get none; any device). Default: all items.
         backend (str): Walk kernel, see :func:`random_walk`.
         window (int, optional): Time-local walks, see :func:`random_walk`.
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
     device = csr.item_ptr.device
-    gen = None
-    if seed is not None:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(seed))
     num_items = csr.num_items
     if nodes is None:
         nodes = torch.arange(num_items, device=device)
     nodes = nodes.to(device)
     backend = resolve_walk_backend(backend, device, window=window)
+    gen, key = None, None
+    if backend == 'torch':  # one key for every chunk: keyed by item
+        key = walk_key(seed) if seed is not None else _key_from(None, device)
+    elif seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed))
     rows, cols, weights = [], [], []
     for lo in range(0, nodes.numel(), chunk_size):
         chunk = nodes[lo:lo + chunk_size]
         r, nbr, w = importance_neighbors(csr, chunk, num_neighbors, num_walks,
                                          walk_length, restart_prob, gen,
-                                         backend, window)
+                                         backend, window, key=key)
         rows.append(chunk[r])
         cols.append(nbr)
         weights.append(w)
