@@ -226,7 +226,7 @@ def _window_neighbor(csr: BipartiteCSR, node: Tensor, window: int,
 #: counting, times the walks per seed): small enough that a block's
 #: temporaries stay in the CPU caches, large enough to amortise the per-op
 #: overhead (measured on 2 cores, benchmarks/speed.py).
-WALK_BLOCK = 1 << 15
+WALK_BLOCK = 1 << 16
 
 
 def _step_tables(csr: BipartiteCSR) -> tuple[Tensor, Tensor, Tensor, Tensor]:
