@@ -151,29 +151,47 @@ class PinSageSampler(BaseSampler):
                 ) -> SamplerOutput:
         r"""K-hop expansion of unique :obj:`seeds` (Algorithm 2)."""
         num_nodes = self.num_nodes
+        dev = seeds.device
         nodes = [seeds]
         edges: List[Tensor] = []
         frontier = seeds
-        seen = seeds
+        # Masks and a local-index table sized to the item count instead of
+        # unique / isin / binary-search relabelling (the K-hop set covers
+        # most of the items, so sorting it costs more than the tables).
+        seen = torch.zeros(num_nodes, dtype=torch.bool, device=dev)
+        seen[seeds] = True
+        pair_node = None
+        if forbidden is not None:
+            pair_node = torch.zeros(num_nodes, dtype=torch.bool, device=dev)
+            pair_node[forbidden // num_nodes] = True
+            pair_node[forbidden % num_nodes] = True
         for _ in range(self.num_layers):
             eid = self._in_edges(frontier)
             if forbidden is not None and eid.numel() > 0:
                 s, tgt = self.src[eid], self.dst[eid]
-                key = torch.minimum(s, tgt) * num_nodes + torch.maximum(s, tgt)
-                eid = eid[~torch.isin(key, forbidden)]
+                cand = (pair_node[s] & pair_node[tgt]).nonzero().view(-1)
+                if cand.numel():
+                    key = torch.minimum(s[cand], tgt[cand]) * num_nodes + \
+                        torch.maximum(s[cand], tgt[cand])
+                    drop = torch.zeros(eid.numel(), dtype=torch.bool,
+                                       device=dev)
+                    drop[cand[torch.isin(key, forbidden)]] = True
+                    eid = eid[~drop]
             edges.append(eid)
-            nbr = torch.unique(self.src[eid])
-            new = nbr[~torch.isin(nbr, seen)]
+            mark = torch.zeros(num_nodes, dtype=torch.bool, device=dev)
+            mark[self.src[eid]] = True
+            mark &= ~seen
+            new = mark.nonzero().view(-1)  # sorted, like torch.unique
+            seen |= mark
             nodes.append(new)
-            seen = torch.cat([seen, new])
             frontier = new
         node = torch.cat(nodes)
         eid = torch.cat(edges) if edges else torch.empty(
-            0, dtype=torch.long, device=seeds.device)
-        # Relabel (global -> local) by binary search in the sorted node list:
-        sorted_node, perm = torch.sort(node)
-        row = perm[torch.searchsorted(sorted_node, self.src[eid])]
-        col = perm[torch.searchsorted(sorted_node, self.dst[eid])]
+            0, dtype=torch.long, device=dev)
+        local = torch.empty(num_nodes, dtype=torch.long, device=dev)
+        local[node] = torch.arange(node.numel(), device=dev)
+        row = local[self.src[eid]]
+        col = local[self.dst[eid]]
         return SamplerOutput(
             node=node, row=row, col=col, edge=eid,
             num_sampled_nodes=[n.numel() for n in nodes],
