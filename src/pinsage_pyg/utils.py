@@ -1,7 +1,12 @@
-r"""Small CSR helpers shared by the sampler, training and evaluation."""
+r"""Small helpers shared across the package: CSR pointers and rows (the
+sampler, training and evaluation) and the temporary files of atomic
+writes."""
 from __future__ import annotations
 
-from typing import Tuple
+import os
+import uuid
+from pathlib import Path
+from typing import Tuple, Union
 
 import torch
 from torch import Tensor
@@ -25,3 +30,23 @@ def gather_csr_rows(ptr: Tensor, rows: Tensor) -> Tuple[Tensor, Tensor]:
     pos = torch.arange(int(sub_ptr[-1]), device=ptr.device)
     pos = pos + (start - sub_ptr[:-1]).repeat_interleave(count)
     return sub_ptr, pos
+
+
+def open_temp_sibling(path: Union[str, os.PathLike]) -> Tuple[int, str]:
+    r"""Creates a new, uniquely named temporary file next to :obj:`path`
+    (same directory, so that :func:`os.replace` onto :obj:`path` is atomic)
+    and returns ``(fd, name)``, open for writing.
+
+    Unlike :func:`tempfile.mkstemp` (always mode ``0600``), the file is
+    created like :func:`open` creates files: mode ``0666`` minus the user's
+    umask, so the final file is as readable as any other the user writes
+    (e.g. ``0644`` under the usual umask ``022``).
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0)
+    while True:
+        tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:16]}.tmp')
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue

@@ -15,12 +15,11 @@ Layout of an embeddings directory (readable with numpy and pandas alone)::
 
 Every file is written to a temporary name in the same directory and moved
 into place with :func:`os.replace`, so readers never see a half-written
-file under the final name.
+file under the final name; files get the permissions of the user's umask.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -28,16 +27,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pinsage_pyg.utils import open_temp_sibling
+
 PathLike = Union[str, os.PathLike]
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     r"""Calls ``write(tmp_path)`` and then atomically renames the temporary
-    file to :obj:`path` (removing it if :obj:`write` fails)."""
+    file to :obj:`path` (removing it if :obj:`write` fails). The file gets
+    the permissions of the user's umask (see
+    :func:`~pinsage_pyg.utils.open_temp_sibling`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                               suffix='.tmp')
+    fd, tmp = open_temp_sibling(path)
     os.close(fd)
     try:
         write(tmp)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -29,6 +28,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from pinsage_pyg.config import ConfigError
+from pinsage_pyg.utils import open_temp_sibling
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,7 +51,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (``fsync``) and renamed over the target (``os.replace``, atomic on
     POSIX and Windows), then the directory entry is synced. A crash (even
     ``kill -9``) leaves either the previous complete checkpoint or the new
-    one. Loading uses ``torch.load(weights_only=True)``: tensors and
+    one. The file gets the permissions of the user's umask. Loading uses ``torch.load(weights_only=True)``: tensors and
     primitive containers only, no arbitrary code from a checkpoint file.
     Remote (``fsspec`` URL) paths fall back to Lightning's writer."""
 
@@ -61,8 +61,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                                   suffix='.tmp')
+        fd, tmp = open_temp_sibling(path)  # the user's umask, not 0600
         try:
             with os.fdopen(fd, 'wb') as f:
                 torch.save(checkpoint, f)
