@@ -134,6 +134,8 @@ def _plain(node) -> Dict[str, Any]:
 
 
 def _check(cfg: DictConfig) -> None:
+    from pinsage_pyg.config import check_keys
+    check_keys(cfg, 'embed')
     for key in ('checkpoint', 'output.dir'):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"pinsage-embed needs {key}=... (see --help).")

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from pinsage_pyg.console import report_error
 from pinsage_pyg.data.dataset import PinSageDataset, build_dataset
 from pinsage_pyg.data.features import FeatureSpec
 from pinsage_pyg.data.interactions import read_table
@@ -165,8 +166,7 @@ def report_rank_failure(trainer: pl.Trainer, error: BaseException,
     msg = (f"rank {trainer.global_rank} of {trainer.world_size} failed "
            f"during training ({type(error).__name__}: {first}); the run "
            f"stops on every rank; {hint}.")
-    log.error('%s', msg)
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    report_error(msg)
 
 
 def epochs_trained(trainer: pl.Trainer) -> int:
