@@ -343,6 +343,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError("Invalid config: data=files needs "
                               "data.interactions=<CSV/TSV/Parquet log>.")
     _number(cfg, 'threads', int, pos, '>= 1')
+    if 'progress' in cfg:
+        _choice(cfg, 'progress', ('auto', 'bar', 'log'))
     _number(cfg, 'trainer.max_epochs', int, pos, '>= 1')
     if cfg.get('checkpoint') is not None:
         _number(cfg, 'checkpoint.every_n_train_steps', int, lambda v: v >= 0,
