@@ -12,29 +12,46 @@ log = logging.getLogger('pinsage_pyg')
 logging.getLogger('faiss.loader').setLevel(logging.WARNING)
 
 
-def _friendly(fn, cfg: DictConfig, check: bool = True):
-    from pinsage_pyg.config import ConfigError, check_config
+def _friendly(fn, cfg: DictConfig, app: str, check: bool = True):
+    from pinsage_pyg.config import ConfigError, check_config, check_keys
+    from pinsage_pyg.console import report_error
     from pinsage_pyg.data.interactions import DataError
     try:
+        check_keys(cfg, app)  # e.g. `+data.batchsize=16`, read by nothing
         if check:
             check_config(cfg)  # fast: before the heavy imports of `fn`
         return fn(cfg)
     except (DataError, ConfigError) as e:
         # A user-caused problem: one clear message, no deep traceback.
-        log.error('%s', e)
-        print(f"error: {e}", file=sys.stderr)
+        report_error(str(e))
+        sys.exit(2)
+
+
+def _check_command_line(app: str) -> None:
+    r"""Refuses overrides of unknown keys before Hydra composes the config,
+    so that ``data.batchsize=16`` and ``+data.batchsize=16`` end in the
+    same error naming ``data.batch_size``."""
+    from pinsage_pyg.config import ConfigError, check_override_keys
+    try:
+        check_override_keys(sys.argv[1:], app)
+    except ConfigError as e:
+        from pinsage_pyg.console import report_error
+        report_error(str(e))
         sys.exit(2)
 
 
 @hydra.main(version_base='1.3', config_path='configs', config_name='train')
 def _train(cfg: DictConfig) -> None:
+    from pinsage_pyg.console import single_console_logging
     from pinsage_pyg.training.pipeline import run
-    _friendly(run, cfg)
+    single_console_logging()  # after `import lightning`
+    _friendly(run, cfg, 'train')
 
 
 def train() -> None:
     r"""``pinsage-train``: train PinSage, evaluate it next to the baselines,
     write item embeddings and a faiss index."""
+    _check_command_line('train')
     _train()
 
 
@@ -60,12 +77,13 @@ def _recommend_job(cfg: DictConfig) -> None:
 @hydra.main(version_base='1.3', config_path='configs',
             config_name='recommend')
 def _recommend(cfg: DictConfig) -> None:
-    _friendly(_recommend_job, cfg, check=False)
+    _friendly(_recommend_job, cfg, 'recommend', check=False)
 
 
 def recommend() -> None:
     r"""``pinsage-recommend``: top-k similar items (with titles) for query
     items, from the embeddings a ``pinsage-train`` run wrote."""
+    _check_command_line('recommend')
     _recommend()
 
 
@@ -76,13 +94,14 @@ def _embed_job(cfg: DictConfig) -> None:
 
 @hydra.main(version_base='1.3', config_path='configs', config_name='embed')
 def _embed(cfg: DictConfig) -> None:
-    _friendly(_embed_job, cfg, check=False)
+    _friendly(_embed_job, cfg, 'embed', check=False)
 
 
 def embed() -> None:
     r"""``pinsage-embed``: embed every item of a dataset with a trained
     checkpoint, layer-wise, out of core and resumable; writes an
     embeddings directory with a faiss index."""
+    _check_command_line('embed')
     _embed()
 
 

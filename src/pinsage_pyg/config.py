@@ -1,12 +1,22 @@
 r"""Configuration checks that run before any heavy import or long work.
 
 Every nonsensical value (wrong type, out of range, unknown choice) ends in
-one :class:`ConfigError` naming the config key and what is allowed.
+one :class:`ConfigError` naming the config key and what is allowed, and so
+does every unknown or misspelt key (:func:`check_keys`,
+:func:`check_override_keys`): Hydra lets ``+data.batchsize=16`` through
+and the run would silently ignore it.
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib
+import inspect
+import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 
 class ConfigError(ValueError):
@@ -305,7 +315,9 @@ def check_optimizer(optimizer: Mapping[str, Any]) -> None:
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
-    r"""Refuses nonsensical values of a composed ``train`` config."""
+    r"""Refuses unknown keys (:func:`check_keys`) and nonsensical values
+    of a composed ``train`` config."""
+    check_keys(cfg, 'train')
     pos = lambda v: v >= 1  # noqa: E731
     _number(cfg, 'model.hidden_channels', int, pos, '>= 1')
     _number(cfg, 'model.out_channels', int, pos, '>= 1')
@@ -331,6 +343,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError("Invalid config: data=files needs "
                               "data.interactions=<CSV/TSV/Parquet log>.")
     _number(cfg, 'threads', int, pos, '>= 1')
+    if 'progress' in cfg:
+        _choice(cfg, 'progress', ('auto', 'bar', 'log'))
     _number(cfg, 'trainer.max_epochs', int, pos, '>= 1')
     if cfg.get('checkpoint') is not None:
         _number(cfg, 'checkpoint.every_n_train_steps', int, lambda v: v >= 0,
@@ -341,3 +355,233 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                           f"or null (got {resume!r}).")
     SamplerConfig(**dict(_get(cfg, 'sampler')))
     Curriculum.from_config(cfg.get('curriculum'))
+
+
+# ------------------------------------------------------------ key schema ---
+#: Config nodes that are passed on as keyword arguments: besides the keys
+#: the packaged YAML files show, they accept the keyword parameters (with
+#: a default) of the callable they feed, as ``(module, name)``.
+KEYWORD_NODES: Dict[str, Tuple[str, str]] = {
+    'trainer': ('lightning.pytorch', 'Trainer'),
+    'evaluate.transition': ('pinsage_pyg.training.baselines',
+                            'transition_scorer'),
+    'evaluate.transition_tuned': ('pinsage_pyg.training.baselines',
+                                  'transition_scorer'),
+    'output.index_params': ('pinsage_pyg.inference.export',
+                            'build_faiss_index'),
+}
+_PACKAGE_RE = re.compile(r'^#\s*@package\s+(\S+)')
+
+
+def _configs_dir() -> Path:
+    from pinsage_pyg import configs
+    return Path(configs.__file__).parent
+
+
+def _load_yaml(path: Path) -> Dict[str, Any]:
+    import yaml
+    doc = yaml.safe_load(path.read_text(encoding='utf-8'))
+    return doc if isinstance(doc, dict) else {}
+
+
+def _shape(node: Any) -> Any:
+    r"""The key tree of a YAML node: a dict of sub-trees for a mapping
+    (``{}``: a mapping open to any key), ``None`` for a leaf."""
+    if isinstance(node, dict):
+        return {str(k): _shape(v) for k, v in node.items()}
+    return None
+
+
+def _merge(a: Any, b: Any) -> Any:
+    if not isinstance(a, dict):
+        return b if isinstance(b, dict) else a
+    if not isinstance(b, dict):
+        return a
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if k in out else v
+    return out
+
+
+def _nest(path: str, tree: Dict[str, Any]) -> Dict[str, Any]:
+    for part in reversed([p for p in path.split('.') if p]):
+        tree = {part: tree}
+    return tree
+
+
+@functools.lru_cache(maxsize=None)
+def config_groups(app: str) -> Tuple[str, ...]:
+    r"""The config groups of the ``app`` (``train``, ``embed`` or
+    ``recommend``) config: those of its defaults list, and top-level keys
+    named like a group folder (``embed``'s ``model``)."""
+    root = _configs_dir()
+    primary = _load_yaml(root / f'{app}.yaml')
+    groups: List[str] = []
+    for entry in primary.get('defaults') or []:
+        if isinstance(entry, dict):
+            for key in entry:
+                key = str(key)
+                if not key.startswith('override ') and '/' not in key:
+                    groups.append(key)
+    groups += [k for k in primary if k != 'defaults' and (root / k).is_dir()]
+    return tuple(dict.fromkeys(groups))
+
+
+@functools.lru_cache(maxsize=None)
+def config_schema(app: str) -> Dict[str, Any]:
+    r"""Every valid key of the composed ``app`` config, as a key tree (see
+    :func:`_shape`): the keys of ``configs/<app>.yaml`` and of *all*
+    options of each of its groups, so that any key of any option is
+    accepted whichever option is chosen, and keys added to the packaged
+    YAML files are known without further code. ``hydra`` is left to
+    Hydra."""
+    root = _configs_dir()
+    primary = _load_yaml(root / f'{app}.yaml')
+    schema = _shape({k: v for k, v in primary.items()
+                     if k not in ('defaults', 'hydra')})
+    for group in config_groups(app):
+        for path in sorted((root / group).rglob('*.yaml')):
+            body = {k: v for k, v in _load_yaml(path).items()
+                    if k != 'defaults'}
+            package = group
+            with open(path, encoding='utf-8') as f:
+                for line in f:
+                    if not line.startswith('#'):
+                        break
+                    m = _PACKAGE_RE.match(line)
+                    if m:
+                        package = m.group(1).replace('_group_', group)
+            tree = _shape(body)
+            if package != '_global_':
+                tree = _nest(package, tree)
+            schema = _merge(schema, tree)
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_params(path: str) -> Tuple[str, ...]:
+    module, name = KEYWORD_NODES[path]
+    fn = getattr(importlib.import_module(module), name)
+    return tuple(p.name for p in inspect.signature(fn).parameters.values()
+                 if p.default is not inspect.Parameter.empty
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _all_paths(tree: Any, prefix: str = '') -> Iterable[str]:
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield prefix + k
+            yield from _all_paths(v, f'{prefix}{k}.')
+
+
+def _unknown_key(app: str, path: str, origin: str) -> ConfigError:
+    schema = config_schema(app)
+    candidates = list(_all_paths(schema))
+    for node in KEYWORD_NODES:
+        if path.startswith(node + '.'):
+            candidates += [f'{node}.{p}' for p in _keyword_params(node)]
+    parent, _, leaf = path.rpartition('.')
+    siblings = [c for c in candidates if c.rpartition('.')[0] == parent]
+    close = difflib.get_close_matches(
+        leaf, [c.rpartition('.')[2] for c in siblings], n=1, cutoff=0.6)
+    close = [f'{parent}.{c}' if parent else c for c in close]
+    if not close:  # the key of another group, e.g. data.hidden_channels
+        depth = path.count('.')
+        others = {c.rpartition('.')[2]: c for c in candidates
+                  if c.count('.') == depth}
+        close = [others[c] for c in difflib.get_close_matches(
+            leaf, list(others), n=1, cutoff=0.8)]
+    valid = sorted({c.rpartition('.')[2] for c in candidates
+                    if c.rpartition('.')[0] == parent})
+    hint = (f"did you mean '{close[0]}'?" if close else
+            f"valid keys{f' under {parent!r}' if parent else ''}: {valid}")
+    return ConfigError(
+        f"Invalid config: unknown key '{path}'{origin}; {hint} "
+        f"(pinsage-{app} --cfg job lists every key with its value).")
+
+
+def _check_path(app: str, parts: Sequence[str], origin: str) -> None:
+    node: Any = config_schema(app)
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return  # below a leaf (a list entry, a value): nothing to check
+        here = '.'.join(parts[:i])
+        if part in node:
+            node = node[part]
+            continue
+        if here in KEYWORD_NODES:
+            if part in _keyword_params(here):
+                return
+        elif not node and i > 0:
+            return  # an open mapping such as embed's `model: {}`
+        raise _unknown_key(app, '.'.join(parts[:i + 1]), origin)
+
+
+def check_keys(cfg: Mapping[str, Any], app: str = 'train') -> None:
+    r"""Refuses keys of a composed config that no packaged config knows
+    (see :func:`config_schema`), naming the closest valid key.
+
+    Args:
+        cfg: The composed config (``DictConfig`` or mapping; interpolations
+            are not resolved).
+        app (str): ``train``, ``embed`` or ``recommend``.
+
+    Raises:
+        ConfigError: for the first unknown key.
+    """
+    from omegaconf import OmegaConf
+    if OmegaConf.is_config(cfg):
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(node: Mapping[str, Any], parts: List[str]) -> None:
+        for key, value in node.items():
+            if not parts and key == 'hydra':
+                continue
+            path = [*parts, str(key)]
+            _check_path(app, path, '')
+            if isinstance(value, Mapping):
+                walk(value, path)
+    walk(cfg, [])
+
+
+#: Hydra flags that take a value as the next argument.
+_FLAGS_WITH_VALUE = {'--cfg', '-c', '--package', '-p', '--config-name',
+                     '-cn', '--config-path', '-cp', '--config-dir', '-cd',
+                     '--info', '-i', '--experimental-rerun'}
+
+
+def check_override_keys(args: Sequence[str], app: str = 'train') -> None:
+    r"""Refuses command-line overrides of unknown keys, with or without
+    ``+`` (Hydra itself refuses ``data.batchsize=16`` with the advice to
+    append it with ``+``, and then accepts ``+data.batchsize=16``, which
+    nothing reads). Group selections (``data=files``), deletions and
+    ``hydra.*`` are left to Hydra, as are overrides it cannot parse.
+
+    Raises:
+        ConfigError: naming the override and the closest valid key.
+    """
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith('-'):
+            skip = arg in _FLAGS_WITH_VALUE
+        elif '=' in arg:
+            overrides.append(arg)
+    if not overrides:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # a syntax error: Hydra reports it
+        return
+    groups = config_groups(app)
+    for raw, o in zip(overrides, parsed):
+        key = o.key_or_group
+        if o.is_delete() or o.package is not None or '/' in key or \
+                key == 'hydra' or key.startswith('hydra.') or \
+                key.startswith('hydra/'):
+            continue
+        if '.' not in key and key in groups:
+            continue  # a group option (data=files)
+        _check_path(app, key.split('.'), f" (command line: '{raw}')")

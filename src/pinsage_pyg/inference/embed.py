@@ -44,19 +44,32 @@ MODEL_KEYS = ('in_channels', 'hidden_channels', 'out_channels', 'num_layers',
 
 
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
-    r"""A ``.ckpt`` file, or a ``pinsage-train`` run directory (its best
-    checkpoint from ``summary.json``, else ``checkpoints/last.ckpt``)."""
-    p = Path(path)
+    r"""A ``.ckpt`` file, or a ``pinsage-train`` run directory: its best
+    checkpoint, else ``checkpoints/last.ckpt``, else its only checkpoint.
+
+    The best checkpoint is the file ``summary.json`` names, looked up in
+    *this* directory's ``checkpoints/`` (by file name): a moved or copied
+    run folder loads its own copy, never the original's through the
+    absolute path recorded at training time."""
+    p = Path(path).expanduser()
     if p.is_dir():
+        ckpt_dir = p / 'checkpoints'
         summary = p / 'summary.json'
-        if summary.exists():
-            best = json.loads(summary.read_text()).get('best_checkpoint')
-            if best and Path(best).exists():
-                return Path(best)
-        found = sorted((p / 'checkpoints').glob('*.ckpt')) if \
-            (p / 'checkpoints').is_dir() else []
-        last = p / 'checkpoints' / 'last.ckpt'
-        if last.exists():
+        if summary.is_file():
+            try:
+                saved = json.loads(summary.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise DataError(f"checkpoint='{path}': its summary.json is "
+                                f"not readable JSON ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]}); pass the "
+                                f".ckpt file instead.") from None
+            best = saved.get('best_checkpoint') if isinstance(saved, dict) \
+                else None
+            if best and (ckpt_dir / Path(str(best)).name).is_file():
+                return ckpt_dir / Path(str(best)).name
+        found = sorted(ckpt_dir.glob('*.ckpt')) if ckpt_dir.is_dir() else []
+        last = ckpt_dir / 'last.ckpt'
+        if last.is_file():
             return last
         if len(found) == 1:
             return found[0]
@@ -75,15 +88,17 @@ def load_checkpoint(path: Union[str, os.PathLike]
                     ) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     r"""Reads a ``pinsage-train`` (Lightning) checkpoint safely
     (``torch.load(weights_only=True)``): ``(model_kwargs, state_dict)``
-    of its :class:`~pinsage_pyg.nn.PinSage`."""
+    of its :class:`~pinsage_pyg.nn.PinSage`. Logs the file it reads
+    (see :func:`resolve_checkpoint`)."""
     path = resolve_checkpoint(path)
+    log.info("checkpoint: %s", path.resolve())
+    from pinsage_pyg.utils import safe_torch_load
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # corrupt, truncated, not a checkpoint at all
+        ckpt = safe_torch_load(path)
+    except ValueError as e:  # corrupt, truncated, unsafe, not a checkpoint
         raise DataError(f"checkpoint '{path}' is not a readable PyTorch "
-                        f"checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200] if str(e) else ''})."
-                        f" Use a .ckpt written by pinsage-train.") from None
+                        f"checkpoint ({e}). Use a .ckpt written by "
+                        f"pinsage-train.") from None
     hp = ckpt.get('hyper_parameters') if isinstance(ckpt, dict) else None
     state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
     if not isinstance(hp, Mapping) or not isinstance(hp.get('model'),
@@ -134,6 +149,8 @@ def _plain(node) -> Dict[str, Any]:
 
 
 def _check(cfg: DictConfig) -> None:
+    from pinsage_pyg.config import check_keys
+    check_keys(cfg, 'embed')
     for key in ('checkpoint', 'output.dir'):
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"pinsage-embed needs {key}=... (see --help).")

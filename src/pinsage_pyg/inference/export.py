@@ -15,12 +15,11 @@ Layout of an embeddings directory (readable with numpy and pandas alone)::
 
 Every file is written to a temporary name in the same directory and moved
 into place with :func:`os.replace`, so readers never see a half-written
-file under the final name.
+file under the final name; files get the permissions of the user's umask.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -28,16 +27,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pinsage_pyg.utils import open_temp_sibling
+
 PathLike = Union[str, os.PathLike]
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     r"""Calls ``write(tmp_path)`` and then atomically renames the temporary
-    file to :obj:`path` (removing it if :obj:`write` fails)."""
+    file to :obj:`path` (removing it if :obj:`write` fails). The file gets
+    the permissions of the user's umask (see
+    :func:`~pinsage_pyg.utils.open_temp_sibling`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                               suffix='.tmp')
+    fd, tmp = open_temp_sibling(path)
     os.close(fd)
     try:
         write(tmp)
@@ -221,10 +223,68 @@ def write_embeddings(out_dir: PathLike, item_ids: np.ndarray, item_emb,
 def load_embeddings(out_dir: PathLike
                     ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     r"""Reads an embeddings directory: ``(items, item_emb, query_emb)``
-    (``query_emb`` is ``item_emb`` for symmetric models)."""
+    (``query_emb`` is ``item_emb`` for symmetric models).
+
+    Raises:
+        DataError: in one line, for a file that is unreadable, holds
+            pickled Python objects (never unpickled: that could run code)
+            or is not a 2-D numeric matrix with one row per item.
+    """
+    from pinsage_pyg.data.interactions import DataError
     out = Path(out_dir)
-    items = pd.read_parquet(out / 'items.parquet')
-    item_emb = np.load(out / 'item_embeddings.npy')
+    redo = ("Re-run the export (pinsage-train or pinsage-embed) that wrote "
+            "this directory.")
+    try:
+        items = pd.read_parquet(out / 'items.parquet')
+    except Exception as e:  # pyarrow raises many types
+        raise DataError(f"'{out / 'items.parquet'}' is not a readable "
+                        f"Parquet table ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}). {redo}"
+                        ) from None
+    if 'item_id' not in items.columns:
+        raise DataError(f"'{out / 'items.parquet'}' has no item_id column "
+                        f"(columns: {list(items.columns)}). {redo}")
+
+    def matrix(path: Path) -> np.ndarray:
+        try:
+            with open(path, 'rb') as f:
+                is_npy = f.read(6) == b'\x93NUMPY'
+            emb = np.load(path, allow_pickle=False) if is_npy else None
+        except ValueError as e:
+            if 'allow_pickle' in str(e):
+                raise DataError(f"'{path}' holds pickled Python objects, not "
+                                f"a float embedding matrix; it is refused "
+                                f"(unpickling can run code). {redo}"
+                                ) from None
+            raise DataError(f"'{path}' is not a readable .npy file "
+                            f"({' '.join(str(e).split())[:200]}). {redo}"
+                            ) from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"'{path}' is not a readable .npy file "
+                            f"({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]}). {redo}"
+                            ) from None
+        if emb is None:
+            raise DataError(f"'{path}' is not a .npy file (no NumPy header). "
+                            f"{redo}")
+        if not isinstance(emb, np.ndarray) or emb.ndim != 2 or not (
+                np.issubdtype(emb.dtype, np.floating)
+                or np.issubdtype(emb.dtype, np.integer)):
+            raise DataError(f"'{path}' holds a {getattr(emb, 'dtype', '?')} "
+                            f"array of shape {getattr(emb, 'shape', '?')}, "
+                            f"not a [num_items, dim] float matrix. {redo}")
+        if len(emb) != len(items):
+            raise DataError(f"'{path}' has {len(emb)} rows but "
+                            f"items.parquet lists {len(items)} items. "
+                            f"{redo}")
+        if not np.isfinite(emb).all():
+            raise DataError(f"'{path}' holds NaN/inf values. {redo}")
+        return emb
+
+    item_emb = matrix(out / 'item_embeddings.npy')
     q = out / 'query_embeddings.npy'
-    query_emb = np.load(q) if q.exists() else item_emb
+    query_emb = matrix(q) if q.exists() else item_emb
+    if query_emb.shape != item_emb.shape:
+        raise DataError(f"'{q}' has shape {query_emb.shape} but "
+                        f"item_embeddings.npy {item_emb.shape}. {redo}")
     return items, item_emb, query_emb

@@ -85,7 +85,14 @@ class Recommender:
             if not file.exists():
                 raise DataError(f"'{path}' has no index.faiss; use "
                                 f"index=exact or re-export with an index.")
-            stored = faiss.read_index(str(file))
+            try:
+                stored = faiss.read_index(str(file))
+            except RuntimeError as e:  # faiss' C++ exception text
+                lines = [ln for ln in str(e).splitlines() if ln.strip()]
+                raise DataError(f"'{file}' is not a readable faiss index "
+                                f"({lines[-1].strip()[:200] if lines else ''}"
+                                f"); use index=exact or re-export with an "
+                                f"index.") from None
         return cls(*load_embeddings(path), faiss_index=stored)
 
     @property

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -29,6 +28,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from pinsage_pyg.config import ConfigError
+from pinsage_pyg.utils import open_temp_sibling, safe_torch_load
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,8 +51,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (``fsync``) and renamed over the target (``os.replace``, atomic on
     POSIX and Windows), then the directory entry is synced. A crash (even
     ``kill -9``) leaves either the previous complete checkpoint or the new
-    one. Loading uses ``torch.load(weights_only=True)``: tensors and
-    primitive containers only, no arbitrary code from a checkpoint file.
+    one. The file gets the permissions of the user's umask. Loading uses
+    ``torch.load(weights_only=True)``: tensors and primitive containers
+    only, no arbitrary code from a checkpoint file.
     Remote (``fsspec`` URL) paths fall back to Lightning's writer."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path,
@@ -61,8 +62,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
-                                   suffix='.tmp')
+        fd, tmp = open_temp_sibling(path)  # the user's umask, not 0600
         try:
             with os.fdopen(fd, 'wb') as f:
                 torch.save(checkpoint, f)
@@ -133,13 +133,10 @@ def load_checkpoint(path) -> Dict[str, Any]:
         raise ConfigError(f"Invalid config: resume={path}: no such "
                           f"checkpoint file.")
     try:
-        ckpt = torch.load(p, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError,
-            ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else \
-            type(e).__name__
+        ckpt = safe_torch_load(p)
+    except ValueError as e:
         raise ConfigError(f"Invalid config: resume={path} is not a readable "
-                          f"checkpoint ({first}).") from None
+                          f"checkpoint ({e}).") from None
     if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
         raise ConfigError(f"Invalid config: resume={path} is not a Lightning "
                           f"checkpoint (no state_dict).")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
@@ -19,6 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from pinsage_pyg.console import report_error
 from pinsage_pyg.data.dataset import PinSageDataset, build_dataset
 from pinsage_pyg.data.features import FeatureSpec
 from pinsage_pyg.data.interactions import read_table
@@ -40,6 +40,8 @@ from pinsage_pyg.training.distributed import (FailureInjection,
 from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
                                            evaluate_scorers)
 from pinsage_pyg.training.module import PinSageModule, gather_rows
+from pinsage_pyg.training.progress import (EpochProgressBar, EpochReport,
+                                           show_progress_bar)
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +134,22 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback],
-                  out_dir: Path) -> pl.Trainer:
+                  out_dir: Path, progress_bar: Optional[bool] = None
+                  ) -> pl.Trainer:
     r"""The Lightning trainer of ``cfg.trainer`` with the atomic checkpoint
     writer; a trainer setting Lightning refuses ends in a
-    :class:`~pinsage_pyg.config.ConfigError`."""
+    :class:`~pinsage_pyg.config.ConfigError`. With :obj:`progress_bar`
+    (default: :func:`~pinsage_pyg.training.progress.show_progress_bar`)
+    the bar is :class:`~pinsage_pyg.training.progress.EpochProgressBar`,
+    else there is none."""
     from lightning.fabric.utilities.exceptions import \
         MisconfigurationException
+    if progress_bar is None:
+        progress_bar = show_progress_bar(cfg)
+    callbacks = [*callbacks, *([EpochProgressBar()] if progress_bar else [])]
     try:
-        return instantiate(cfg.trainer, callbacks=list(callbacks),
+        return instantiate(cfg.trainer, callbacks=callbacks,
+                           enable_progress_bar=bool(progress_bar),
                            logger=CSVLogger(str(out_dir), name='logs'),
                            default_root_dir=str(out_dir),
                            plugins=[AtomicCheckpointIO()])
@@ -165,8 +175,7 @@ def report_rank_failure(trainer: pl.Trainer, error: BaseException,
     msg = (f"rank {trainer.global_rank} of {trainer.world_size} failed "
            f"during training ({type(error).__name__}: {first}); the run "
            f"stops on every rank; {hint}.")
-    log.error('%s', msg)
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    report_error(msg)
 
 
 def epochs_trained(trainer: pl.Trainer) -> int:
@@ -239,12 +248,15 @@ def run(cfg: DictConfig,
         all_callbacks.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename='step', every_n_train_steps=every,
             save_top_k=1, enable_version_counter=False))
+    # One log line per epoch where no progress bar is shown:
+    progress_bar = show_progress_bar(cfg)
+    report = EpochReport(log_lines=not progress_bar)
     all_callbacks += [RNGStates(), ThreadsPerProcess(int(cfg.threads)),
-                      *(callbacks or [])]
+                      report, *(callbacks or [])]
     failure = FailureInjection.from_env()  # test hook, normally None
     if failure is not None:
         all_callbacks.append(failure)
-    trainer = build_trainer(cfg, all_callbacks, out_dir)
+    trainer = build_trainer(cfg, all_callbacks, out_dir, progress_bar)
     world_size = int(trainer.world_size)
     check_world_size(int(cfg.data.batch_size), world_size)
 
@@ -255,8 +267,9 @@ def run(cfg: DictConfig,
         check_resume(saved, resume, module.hparams.model,
                      dm.fingerprint(world_size))
         start_epoch = int(saved.get('epoch', 0))
-        log.info("resuming from %s (epoch %d, global step %s)", resume,
-                 start_epoch, saved.get('global_step'))
+        log.info("resuming from %s (epoch %d, global step %s)",
+                 Path(str(resume)).expanduser().resolve(), start_epoch,
+                 saved.get('global_step'))
         del saved
     t_fit = time.time()
     try:
@@ -276,7 +289,11 @@ def run(cfg: DictConfig,
     if not trainer.is_global_zero:
         return {'global_rank': int(trainer.global_rank)}
     epochs = epochs_trained(trainer)
-    epochs_run = max(0, epochs - start_epoch)
+    # What this process trained itself (fractional after a mid-epoch
+    # resume); after ddp_spawn only whole epochs are known here.
+    epochs_run = report.epochs_run()
+    if epochs_run is None:
+        epochs_run = max(0, epochs - start_epoch)
     num_pairs = dm.num_epoch_pairs * epochs_run
 
     if ckpt.best_model_path:
@@ -301,8 +318,11 @@ def run(cfg: DictConfig,
     summary = {
         'dataset': ds.name, 'num_users': ds.num_users,
         'num_items': ds.num_items, 'epochs': epochs,
+        'epochs_this_run': round(float(epochs_run), 3),
         'world_size': world_size,
         'resumed_from': str(resume) if resume else None,
+        'resumed_at_epoch': round(max(0.0, epochs - epochs_run), 3)
+        if resume else None,
         'best_checkpoint': ckpt.best_model_path,
         'fit_seconds': round(fit_seconds, 2),
         'train_pairs_per_second': round(num_pairs / max(fit_seconds, 1e-9),
@@ -322,7 +342,10 @@ def run(cfg: DictConfig,
           f"paper's hit-rate@{k} / scaled MRR (scale "
           f"{table.attrs.get('mrr_scale')}) on held-out consecutive pairs")
     print(format_table(table))
-    print(f"\ntrained {epochs} epochs in {fit_seconds:.1f}s "
+    done = f"{epochs} epochs" if not resume else (
+        f"{epochs_run:.3g} of {epochs} epochs (resumed at epoch "
+        f"{summary['resumed_at_epoch']:.3g})")
+    print(f"\ntrained {done} in {fit_seconds:.1f}s "
           f"({summary['train_pairs_per_second']:.0f} positive pairs/s incl. "
           f"validation); outputs in {out_dir}")
     return summary
