@@ -30,7 +30,8 @@ from pinsage_pyg.evaluation.protocols import (baseline_scorers,
 from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
                                 check_config)
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
-                                                RNGStates, check_resume,
+                                                FeatureSchema, RNGStates,
+                                                check_resume,
                                                 load_checkpoint)
 from pinsage_pyg.training.datamodule import PinSageDataModule
 from pinsage_pyg.training.distributed import (FailureInjection,
@@ -190,7 +191,8 @@ def run(cfg: DictConfig,
         all_callbacks.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename='step', every_n_train_steps=every,
             save_top_k=1, enable_version_counter=False))
-    all_callbacks += [RNGStates(), ThreadsPerProcess(int(cfg.threads)),
+    all_callbacks += [RNGStates(), FeatureSchema(ds.feature_names),
+                      ThreadsPerProcess(int(cfg.threads)),
                       *(callbacks or [])]
     failure = FailureInjection.from_env()  # test hook, normally None
     if failure is not None:
