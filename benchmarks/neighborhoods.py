@@ -23,8 +23,9 @@ import torch
 from hydra import compose, initialize_config_module
 
 from pinsage_pyg.sampler.walks import BipartiteCSR, importance_graph
-from pinsage_pyg.training.evaluate import evaluate_leave_last_out
-from pinsage_pyg.training.pipeline import evaluation_splits, load_dataset
+from pinsage_pyg.evaluation.protocols import (evaluate_leave_last_out,
+                                              evaluation_splits)
+from pinsage_pyg.training.pipeline import load_dataset
 
 
 def hit_rate(graph, split, num_items: int, k: int = 10) -> float:

@@ -324,6 +324,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'model.num_layers', int, lambda v: v >= 0, '>= 0')
     _choice(cfg, 'model.aggr', ('importance', 'mean', 'max'))
     _number(cfg, 'model.dropout', float, lambda v: 0 <= v < 1, 'in [0, 1)')
+    _number(cfg, 'model.neighbor_dropout', float, lambda v: 0 <= v <= 1,
+            'in [0, 1]')
     check_loss(_get(cfg, 'loss'))
     check_optimizer(_get(cfg, 'optimizer'))
     _number(cfg, 'evaluate.k', int, pos, '>= 1')
@@ -363,9 +365,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 #: a default) of the callable they feed, as ``(module, name)``.
 KEYWORD_NODES: Dict[str, Tuple[str, str]] = {
     'trainer': ('lightning.pytorch', 'Trainer'),
-    'evaluate.transition': ('pinsage_pyg.training.baselines',
+    'evaluate.transition': ('pinsage_pyg.evaluation.baselines',
                             'transition_scorer'),
-    'evaluate.transition_tuned': ('pinsage_pyg.training.baselines',
+    'evaluate.transition_tuned': ('pinsage_pyg.evaluation.baselines',
                                   'transition_scorer'),
     'output.index_params': ('pinsage_pyg.inference.export',
                             'build_faiss_index'),

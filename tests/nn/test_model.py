@@ -62,6 +62,116 @@ def test_model_argument_checks():
     with pytest.raises(ValueError, match='dropout'):
         PinSage(4, 8, 8, dropout=1.0)
     assert 'num_layers=2' in repr(PinSage(4, 8, 8))
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match='neighbor_dropout'):
+            PinSage(4, 8, 8, neighbor_dropout=bad)
+    assert 'neighbor_dropout=0.5' in repr(PinSage(4, 8, 8,
+                                                  neighbor_dropout=0.5))
+
+
+def _pooled(model):
+    # Records each layer's pooled neighbourhoods (the input n_u of
+    # update_nodes) in call order.
+    seen = []
+    for conv in model.convs:
+        orig = conv.update_nodes
+
+        def update(x_dst, pooled, orig=orig):
+            seen.append(pooled.detach().clone())
+            return orig(x_dst, pooled)
+        conv.update_nodes = update
+    return seen
+
+
+@pytest.mark.parametrize('aggr', ['importance', 'mean', 'max'])
+def test_neighbor_dropout_full_graph(aggr):
+    torch.manual_seed(0)
+    g = graph()
+    model = PinSage(10, 16, 8, num_layers=2, aggr=aggr,
+                    neighbor_dropout=0.3)
+    ref = PinSage(10, 16, 8, num_layers=2, aggr=aggr)
+    ref.load_state_dict(model.state_dict())
+    ref.eval()
+    ref_q, ref_i = ref(g.x, g.edge_index, g.edge_weight)
+    empty = torch.empty(2, 0, dtype=torch.long)
+    cold_q, cold_i = ref(g.x, empty)
+
+    # Evaluation: untouched (same as a model without neighbour dropout).
+    model.eval()
+    q, i = model(g.x, g.edge_index, g.edge_weight)
+    assert torch.equal(i, ref_i) and torch.equal(q, ref_q)
+
+    # Training: the dropped nodes pool to zero in every layer and are
+    # embedded from their features alone; the others keep their pooling.
+    model.train()
+    drop = torch.zeros(80, dtype=torch.bool)
+    drop[::3] = True
+    model.dropped_nodes = lambda n, device=None: drop
+    seen = _pooled(model)
+    _, i = model(g.x, g.edge_index, g.edge_weight)
+    assert len(seen) == 2
+    has_edges = torch.zeros(80, dtype=torch.bool)
+    has_edges[g.edge_index[1]] = True
+    for pooled in seen:
+        assert (pooled[drop] == 0).all()
+        assert (pooled[~drop & has_edges].abs().sum(dim=-1) > 0).all()
+    assert torch.allclose(i[drop], cold_i[drop], atol=1e-6)
+    # A kept node's output changes only if a neighbour was dropped (that
+    # neighbour's layer-1 state is then features-only); the others are
+    # identical to the reference.
+    src_dropped = torch.zeros(80, dtype=torch.bool)
+    src_dropped.index_fill_(0, g.edge_index[1][drop[g.edge_index[0]]], True)
+    same = ~drop & ~src_dropped
+    assert same.any()
+    assert torch.allclose(i[same], ref_i[same], atol=1e-6)
+
+    # Gradients flow through the full-graph forward.
+    i.sum().backward()
+    assert model.encoder.weight.grad is not None
+
+    # Sparse adjacency input drops the same neighbourhoods.
+    from pinsage_pyg.nn.conv import to_adj_t
+    adj = to_adj_t(g.edge_index, g.edge_weight, (80, 80), 'csr')
+    _, i_sparse = model(g.x, adj)
+    assert torch.allclose(i_sparse, i, atol=1e-5)
+
+
+def test_neighbor_dropout_minibatch():
+    torch.manual_seed(0)
+    g = graph()
+    model = PinSage(10, 16, 8, num_layers=2, neighbor_dropout=1.0)
+    ref = PinSage(10, 16, 8, num_layers=2)
+    ref.load_state_dict(model.state_dict())
+    ref.eval()
+    _, cold_i = ref(g.x, torch.empty(2, 0, dtype=torch.long))
+    _, full_i = ref(g.x, g.edge_index, g.edge_weight)
+    loader = NodeLoader(g, node_sampler=PinSageSampler(g, 2),
+                        input_nodes=torch.arange(80), batch_size=13)
+    b = next(iter(loader))
+    seeds = b.n_id[:b.batch_size]
+    args = (b.x, b.edge_index, b.edge_weight, b.num_sampled_nodes,
+            b.num_sampled_edges)
+    # Every neighbourhood dropped: features-only embeddings of the seeds.
+    model.train()
+    seen = _pooled(model)
+    _, i = model(*args)
+    assert all((p == 0).all() for p in seen)
+    assert torch.allclose(i, cold_i[seeds], atol=1e-6)
+    # Some dropped: those seeds pool to zero, the hop layout stays valid.
+    model.neighbor_dropout = 0.5
+    drop = torch.zeros(b.x.size(0), dtype=torch.bool)
+    drop[::2] = True
+    model.dropped_nodes = lambda n, device=None: drop
+    seen.clear()
+    _, i = model(*args)
+    assert i.size(0) == b.batch_size
+    assert (seen[-1][drop[:seen[-1].size(0)]] == 0).all()
+    assert torch.allclose(i[drop[:b.batch_size]],
+                          cold_i[seeds][drop[:b.batch_size]], atol=1e-6)
+    # Evaluation: untouched.
+    model.eval()
+    _, i = model(*args)
+    assert torch.allclose(i, full_i[seeds], atol=1e-5)
 
 
 def test_max_margin_loss_values():

@@ -28,6 +28,8 @@ def synthetic_interactions(
     zipf: float = 1.1,
     stay_prob: float = 0.8,
     seed: int = 0,
+    feature_noise: float = 0.0,
+    with_cluster: bool = False,
 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
     r"""Generates ``(interactions, items)`` in the same schema the built-in
     loaders produce (``user, item, timestamp`` / ``item, title, year,
@@ -39,9 +41,19 @@ def synthetic_interactions(
     :obj:`stay_prob` the next item comes from the current cluster. Within a
     cluster items are drawn with Zipf(:obj:`zipf`) popularity, and users
     have Zipf-skewed activity.
+
+    With :obj:`feature_noise` :math:`p > 0`, each item's ``genres`` and
+    title words name a uniformly random cluster with probability :math:`p`
+    (features identify the cluster only in part; the interactions still
+    follow the true one). :obj:`with_cluster` adds the true cluster as an
+    integer column ``cluster`` of the item table (the ground truth; leave
+    it out of the features).
     """
     if min(num_users, num_items, num_interactions, num_clusters) < 1:
         raise ValueError("all sizes must be >= 1")
+    if not 0.0 <= feature_noise <= 1.0:
+        raise ValueError(f"feature_noise must be in [0, 1] (got "
+                         f"{feature_noise})")
     rng = np.random.default_rng(seed)
     cluster = rng.integers(0, num_clusters, num_items)
     # Item popularity: Zipf weights over a random permutation of items.
@@ -77,16 +89,25 @@ def synthetic_interactions(
     step = rng.integers(1, 3600, num_interactions)
     ts = base[user] + _segment_cumsum(step, first)
 
+    shown = cluster
+    if feature_noise > 0:  # own stream: the log is the same for any noise
+        noise_rng = np.random.default_rng([seed, 1])
+        noisy = noise_rng.random(num_items) < feature_noise
+        shown = np.where(noisy,
+                         noise_rng.integers(0, num_clusters, num_items),
+                         cluster)
     words = np.array(['alpha', 'bravo', 'charlie', 'delta', 'echo',
                       'foxtrot', 'golf', 'hotel', 'india', 'juliet'])
     titles = [f"{words[c % 10]} {words[(c * 7 + 3) % 10]} item {i}"
-              for i, c in enumerate(cluster)]
+              for i, c in enumerate(shown)]
     items = pd.DataFrame({
         'item': [f'i{i}' for i in range(num_items)],
         'title': titles,
         'year': (1950 + rng.integers(0, 70, num_items)).astype(np.float64),
-        'genres': [f'cluster{c}' for c in cluster],
+        'genres': [f'cluster{c}' for c in shown],
     })
+    if with_cluster:
+        items['cluster'] = cluster
     inter = pd.DataFrame({
         'user': [f'u{x}' for x in user],
         'item': [f'i{x}' for x in item],

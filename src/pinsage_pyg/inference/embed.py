@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -84,11 +84,13 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     return p
 
 
-def load_checkpoint(path: Union[str, os.PathLike]
-                    ) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+def load_checkpoint(path: Union[str, os.PathLike],
+                    return_features: bool = False):
     r"""Reads a ``pinsage-train`` (Lightning) checkpoint safely
     (``torch.load(weights_only=True)``): ``(model_kwargs, state_dict)``
-    of its :class:`~pinsage_pyg.nn.PinSage`. Logs the file it reads
+    of its :class:`~pinsage_pyg.nn.PinSage`; with :obj:`return_features`
+    also the item feature names it was trained on (:obj:`None` for a
+    checkpoint written before they were stored). Logs the file it reads
     (see :func:`resolve_checkpoint`)."""
     path = resolve_checkpoint(path)
     log.info("checkpoint: %s", path.resolve())
@@ -109,7 +111,42 @@ def load_checkpoint(path: Union[str, os.PathLike]
                         f" use a .ckpt written by pinsage-train.")
     weights = {k[len('model.'):]: v for k, v in state.items()
                if k.startswith('model.')}
-    return dict(hp['model']), weights
+    if not return_features:
+        return dict(hp['model']), weights
+    schema = (ckpt.get('callbacks') or {}).get('FeatureSchema') or {}
+    names = schema.get('feature_names')
+    return dict(hp['model']), weights, \
+        None if names is None else [str(n) for n in names]
+
+
+def check_feature_schema(trained: Optional[Sequence[str]],
+                         names: Sequence[str], dataset: str) -> None:
+    r"""Refuses a dataset whose item feature columns differ from the ones
+    the checkpoint was trained on (same count is not enough: a newer item
+    table with another genre vocabulary or other columns would feed each
+    weight a different feature). :obj:`trained` is :obj:`None` for a
+    checkpoint without a stored schema (then only the count is checked,
+    by :func:`build_model`)."""
+    if trained is None or list(trained) == list(names):
+        return
+    missing = [n for n in trained if n not in set(names)]
+    extra = [n for n in names if n not in set(trained)]
+    if missing or extra:
+        what = '; '.join(part for part in (
+            f"missing {len(missing)} trained column(s), e.g. "
+            f"{missing[:5]}" if missing else '',
+            f"{len(extra)} column(s) the model never saw, e.g. {extra[:5]}"
+            if extra else '') if part)
+    else:
+        what = "the same columns in another order"
+    raise ConfigError(
+        f"the item features of data '{dataset}' do not fit the checkpoint "
+        f"({what}). Embed with the feature settings the model was trained "
+        f"with (data.features.*, data.degree_feature, "
+        f"data.recency_feature) and an item table with the same "
+        f"vocabulary (e.g. every genre value the training table had, and "
+        f"no new one); new items may be added, new feature values may "
+        f"not.")
 
 
 def build_model(kwargs: Mapping[str, Any], weights: Mapping[str, Any],
@@ -179,9 +216,11 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     _check(cfg)
     t0 = time.time()
     torch.set_num_threads(int(cfg.threads))
-    kwargs, weights = load_checkpoint(cfg.checkpoint)
+    kwargs, weights, trained_features = load_checkpoint(
+        cfg.checkpoint, return_features=True)
     sampler = SamplerConfig(**dict(cfg.sampler))
     ds = load_dataset(cfg.data)
+    check_feature_schema(trained_features, ds.feature_names, ds.name)
     model = build_model(kwargs, weights, ds.num_features,
                         _plain(cfg.get('model')))
     csr = BipartiteCSR.from_hetero(ds.hetero_data(cfg.data.get(

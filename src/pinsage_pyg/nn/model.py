@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj
+from torch_geometric.utils import is_sparse
 
-from pinsage_pyg.nn.conv import ADJ_LAYOUTS, PinSageConv, to_adj_t
+from pinsage_pyg.nn.conv import (ADJ_LAYOUTS, PinSageConv, adj_to_edge_index,
+                                 to_adj_t)
 
 
 class PinSageHead(torch.nn.Module):
@@ -54,11 +56,19 @@ class PinSage(torch.nn.Module):
             ``score(q, i) = <query(q), item(i)>`` can model directional
             ("what comes next") relations. (default: :obj:`False`)
         dropout (float): Dropout on the encoded features. (default: ``0``)
+        neighbor_dropout (float): In training only, the share of nodes
+            whose *whole* neighbourhood is dropped in every layer of a
+            forward pass (drawn anew per pass), so that they are embedded as
+            an item without interactions is at inference time: pooled
+            neighbourhood zero, features only. Teaches the model to place
+            new and cold items; evaluation and inference are unchanged.
+            Works in the minibatch (``num_sampled_nodes``) and the
+            full-graph forward. (default: ``0``)
     """
     def __init__(self, in_channels: int, hidden_channels: int,
                  out_channels: int, num_layers: int = 2,
                  aggr: str = 'importance', asymmetric: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, neighbor_dropout: float = 0.0):
         super().__init__()
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
@@ -66,6 +76,10 @@ class PinSage(torch.nn.Module):
             raise ValueError("hidden_channels and out_channels must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1) (got {dropout})")
+        if isinstance(neighbor_dropout, bool) or \
+                not 0.0 <= neighbor_dropout <= 1.0:
+            raise ValueError(f"neighbor_dropout must be in [0, 1] (got "
+                             f"{neighbor_dropout!r})")
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.out_channels = out_channels
@@ -73,6 +87,7 @@ class PinSage(torch.nn.Module):
         self.aggr = aggr
         self.asymmetric = asymmetric
         self.dropout = dropout
+        self.neighbor_dropout = float(neighbor_dropout)
         self.encoder = Linear(in_channels, hidden_channels)
         self.convs = torch.nn.ModuleList([
             PinSageConv(hidden_channels, hidden_channels, aggr=aggr)
@@ -110,8 +125,26 @@ class PinSage(torch.nn.Module):
 
         Returns the item-side embeddings, or ``(query, item)`` embeddings
         when :obj:`side="both"` (equal tensors unless :obj:`asymmetric`).
+        In training with :obj:`neighbor_dropout` > 0, the in-edges of a
+        random share of the nodes are removed in every layer.
         """
         h = self.encode(x)
+        dropped = None
+        if self.training and self.neighbor_dropout > 0 and self.num_layers:
+            dropped = self.dropped_nodes(x.size(0), x.device)
+            if is_sparse(edge_index):
+                edge_index, edge_weight = adj_to_edge_index(edge_index)
+            keep_e = ~dropped[edge_index[1]]
+            if num_sampled_edges is not None:
+                # Keep the hop-ordered layout: count the kept edges per hop.
+                bounds = torch.tensor([0, *num_sampled_edges],
+                                      device=keep_e.device).cumsum(0)
+                kept = keep_e.long().cumsum(0)
+                kept = torch.cat([kept.new_zeros(1), kept])[bounds]
+                num_sampled_edges = (kept[1:] - kept[:-1]).tolist()
+            edge_index = edge_index[:, keep_e]
+            if edge_weight is not None:
+                edge_weight = edge_weight[keep_e]
         for k, conv in enumerate(self.convs):
             if num_sampled_nodes is not None and num_sampled_edges is not None:
                 # Layer k needs targets of hops 0..K-1-k and their in-edges:
@@ -128,6 +161,12 @@ class PinSage(torch.nn.Module):
         if num_sampled_nodes is not None:
             h = h[:num_sampled_nodes[0]]
         return self.heads(h, side)
+
+    def dropped_nodes(self, num_nodes: int, device=None) -> Tensor:
+        r"""The nodes whose neighbourhoods one training forward pass
+        drops: a boolean mask :math:`[N]`, each node independently with
+        probability :obj:`neighbor_dropout` (torch's global generator)."""
+        return torch.rand(num_nodes, device=device) < self.neighbor_dropout
 
     def heads(self, h: Tensor, side: str = 'both'):
         r"""The dense head(s) on final-layer node states :math:`[N, m]`:
@@ -234,4 +273,6 @@ class PinSage(torch.nn.Module):
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.hidden_channels}, {self.out_channels}, '
                 f'num_layers={self.num_layers}, aggr={self.aggr}, '
-                f'asymmetric={self.asymmetric})')
+                f'asymmetric={self.asymmetric}'
+                + (f', neighbor_dropout={self.neighbor_dropout}'
+                   if self.neighbor_dropout else '') + ')')

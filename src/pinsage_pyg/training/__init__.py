@@ -1,4 +1,4 @@
-r"""Lightning training, evaluation metrics and baselines."""
+r"""Lightning training (datamodule, module, pipeline)."""
 from pinsage_pyg.training.datamodule import PinSageDataModule, SamplerConfig
 from pinsage_pyg.training.module import PinSageModule
 

@@ -122,6 +122,29 @@ class RNGStates(pl.Callback):
             torch.cuda.set_rng_state_all(cuda)
 
 
+class FeatureSchema(pl.Callback):
+    r"""Stores the item feature columns the model was trained on
+    (:attr:`PinSageDataset.feature_names`: numeric columns, the multi-hot
+    vocabulary ``col=value``, text hash buckets, ``log_degree``, ...) in
+    every checkpoint, under ``callbacks['FeatureSchema']``, so that
+    ``pinsage-embed`` can refuse data whose features do not line up
+    with the weights (see
+    :func:`~pinsage_pyg.inference.embed.check_feature_schema`)."""
+
+    def __init__(self, feature_names):
+        self.feature_names = [str(n) for n in feature_names]
+
+    @property
+    def state_key(self) -> str:
+        return 'FeatureSchema'
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'feature_names': list(self.feature_names)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass  # the schema comes from the data, not from the checkpoint
+
+
 def load_checkpoint(path) -> Dict[str, Any]:
     r"""Reads a checkpoint with ``weights_only=True`` onto the CPU.
 

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from pinsage_pyg.config import check_loss, check_optimizer
 from pinsage_pyg.nn import PinSage, max_margin_loss, sampled_softmax_loss
-from pinsage_pyg.training.baselines import EmbeddingScorer
-from pinsage_pyg.training.evaluate import (evaluate_leave_last_out,
-                                           evaluate_pairs)
+from pinsage_pyg.evaluation.baselines import EmbeddingScorer
+from pinsage_pyg.evaluation.protocols import (evaluate_leave_last_out,
+                                              evaluate_pairs)
 from pinsage_pyg.utils import gather_csr_rows
 
 log = logging.getLogger(__name__)

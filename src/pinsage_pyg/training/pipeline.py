@@ -23,23 +23,22 @@ from pinsage_pyg.data.dataset import PinSageDataset, build_dataset
 from pinsage_pyg.data.features import FeatureSpec
 from pinsage_pyg.data.interactions import read_table
 from pinsage_pyg.inference.export import atomic_write, write_embeddings
-from pinsage_pyg.training.baselines import (EmbeddingScorer,
-                                            cooccurrence_scorer,
-                                            popularity_scorer, random_scorer,
-                                            transition_scorer)
+from pinsage_pyg.evaluation.baselines import EmbeddingScorer
+from pinsage_pyg.evaluation.protocols import (baseline_scorers,
+                                              evaluate_scorers,
+                                              evaluation_splits)
 from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
                                 check_config)
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
-                                                RNGStates, check_resume,
+                                                FeatureSchema, RNGStates,
+                                                check_resume,
                                                 load_checkpoint)
 from pinsage_pyg.training.datamodule import PinSageDataModule
 from pinsage_pyg.training.distributed import (FailureInjection,
                                               ThreadsPerProcess,
                                               check_trainer,
                                               check_world_size)
-from pinsage_pyg.training.evaluate import (LeaveLastOutSplit, PairSplit,
-                                           evaluate_scorers)
-from pinsage_pyg.training.module import PinSageModule, gather_rows
+from pinsage_pyg.training.module import PinSageModule
 from pinsage_pyg.training.progress import (EpochProgressBar, EpochReport,
                                            show_progress_bar)
 
@@ -79,53 +78,6 @@ def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
                              weight_col=cfg.get('weight_col'), **common)
     raise ConfigError(f"data.source must be 'movielens' or 'files' (got "
                       f"{source!r}).")
-
-
-def baseline_scorers(ds: PinSageDataset, cfg: Mapping[str, Any],
-                     seed: int = 0) -> Dict[str, Any]:
-    r"""The reference methods PinSage must beat."""
-    tr = dict(cfg.get('transition') or {})
-    tt = dict(cfg.get('transition_tuned') or {})
-    out = {
-        'popularity': popularity_scorer(ds.train_item, ds.num_items),
-        'co-occurrence cosine': cooccurrence_scorer(
-            ds.train_user, ds.train_item, ds.num_users, ds.num_items),
-        f"transition (next {tr.get('window', 3)})": transition_scorer(
-            ds.train_user, ds.train_item, ds.num_items, **tr),
-    }
-    if tt:
-        out['transition (tuned)'] = transition_scorer(
-            ds.train_user, ds.train_item, ds.num_items, **tt)
-    out['random'] = random_scorer(ds.num_items, seed=seed)
-    return out
-
-
-def evaluation_splits(ds: PinSageDataset):
-    r"""Leave-last-out and held-out-pair inputs for val and test."""
-    last = ds.last_train_item()
-    lloo, pairs = {}, {}
-    for split in ('val', 'test'):
-        user, target = getattr(ds, split)
-        query = last[user]
-        keep = query >= 0
-        user, query, target = user[keep], query[keep], target[keep]
-        ptr, items = gather_rows(ds.train_ptr, ds.train_item, user)
-        lloo[split] = LeaveLastOutSplit(query, target, ptr, items)
-    # The paper's metrics on held-out consecutive pairs: (last train item ->
-    # validation item) and (validation item -> test item).
-    for split, (q, t) in {
-        'val': (last[ds.val[0]], ds.val[1]),
-        'test': (_val_item(ds)[ds.test[0]], ds.test[1]),
-    }.items():
-        keep = (q >= 0) & (q != t)
-        pairs[split] = PairSplit(q[keep], t[keep])
-    return lloo, pairs
-
-
-def _val_item(ds: PinSageDataset) -> torch.Tensor:
-    out = torch.full((ds.num_users, ), -1, dtype=torch.long)
-    out[ds.val[0]] = ds.val[1]
-    return out
 
 
 def format_table(df: pd.DataFrame) -> str:
@@ -251,8 +203,9 @@ def run(cfg: DictConfig,
     # One log line per epoch where no progress bar is shown:
     progress_bar = show_progress_bar(cfg)
     report = EpochReport(log_lines=not progress_bar)
-    all_callbacks += [RNGStates(), ThreadsPerProcess(int(cfg.threads)),
-                      report, *(callbacks or [])]
+    all_callbacks += [RNGStates(), FeatureSchema(ds.feature_names),
+                      ThreadsPerProcess(int(cfg.threads)), report,
+                      *(callbacks or [])]
     failure = FailureInjection.from_env()  # test hook, normally None
     if failure is not None:
         all_callbacks.append(failure)

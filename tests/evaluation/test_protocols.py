@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 
-from pinsage_pyg.training.baselines import (
+from pinsage_pyg.evaluation.baselines import (
     cooccurrence_scorer,
     popularity_scorer,
     random_scorer,
     transition_scorer,
 )
-from pinsage_pyg.training.evaluate import (
+from pinsage_pyg.evaluation.protocols import (
     LeaveLastOutSplit,
     PairSplit,
     evaluate_leave_last_out,

@@ -28,7 +28,7 @@ ties above all), uniformly at random. Draws are consumed row by row, so
 results do not depend on :obj:`chunk_size` (nor on the device the scorer
 runs on).
 """
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -36,13 +36,18 @@ from torch import Tensor
 from torch_geometric.metrics import LinkPredHitRatio
 from torch_geometric.utils import cumsum
 
-from pinsage_pyg.training.baselines import Scorer
-from pinsage_pyg.training.metrics import (
+from pinsage_pyg.data.dataset import PinSageDataset
+from pinsage_pyg.evaluation.baselines import (Scorer, cooccurrence_scorer,
+                                              popularity_scorer,
+                                              random_scorer,
+                                              transition_scorer)
+from pinsage_pyg.evaluation.metrics import (
     HitRate,
     ScaledMRR,
     default_mrr_scale,
     target_rank,
 )
+from pinsage_pyg.utils import gather_csr_rows
 
 __all__ = [
     'JITTER',
@@ -54,6 +59,8 @@ __all__ = [
     'LeaveLastOutSplit',
     'PairSplit',
     'evaluate_scorers',
+    'evaluation_splits',
+    'baseline_scorers',
 ]
 
 #: Relative magnitude of the tie-breaking jitter.
@@ -317,7 +324,7 @@ def evaluate_pairs(
         k (int, optional): The hit-rate cut-off. (default: :obj:`10`)
         mrr_scale (int, optional): The MRR scale; :obj:`None` scales the
             paper's 100-per-5M to the pool,
-            :func:`~pinsage_pyg.training.metrics.default_mrr_scale`.
+            :func:`~pinsage_pyg.evaluation.metrics.default_mrr_scale`.
             (default: :obj:`None`)
         chunk_size (int, optional): Rows scored at once.
             (default: :obj:`1024`)
@@ -430,3 +437,58 @@ def evaluate_scorers(
     df = pd.DataFrame(rows)
     df.attrs['mrr_scale'] = scales
     return df
+
+
+def baseline_scorers(ds: PinSageDataset, cfg: Mapping[str, Any],
+                     seed: int = 0) -> Dict[str, Scorer]:
+    r"""The reference methods PinSage must beat, fitted on the train
+    interactions of :obj:`ds`: popularity, co-occurrence cosine, transition
+    counts with :obj:`cfg['transition']` (and :obj:`cfg['transition_tuned']`
+    when given), random. :obj:`cfg` is the ``evaluate`` config group."""
+    tr = dict(cfg.get('transition') or {})
+    tt = dict(cfg.get('transition_tuned') or {})
+    out = {
+        'popularity': popularity_scorer(ds.train_item, ds.num_items),
+        'co-occurrence cosine': cooccurrence_scorer(
+            ds.train_user, ds.train_item, ds.num_users, ds.num_items),
+        f"transition (next {tr.get('window', 3)})": transition_scorer(
+            ds.train_user, ds.train_item, ds.num_items, **tr),
+    }
+    if tt:
+        out['transition (tuned)'] = transition_scorer(
+            ds.train_user, ds.train_item, ds.num_items, **tt)
+    out['random'] = random_scorer(ds.num_items, seed=seed)
+    return out
+
+
+def evaluation_splits(ds: PinSageDataset
+                      ) -> Tuple[Dict[str, LeaveLastOutSplit],
+                                 Dict[str, PairSplit]]:
+    r"""Leave-last-out and held-out-pair inputs for val and test of
+    :obj:`ds`: ``(leave_last_out, pairs)``, each a dict by split, the
+    inputs of :func:`evaluate_scorers`."""
+    last = ds.last_train_item()
+    lloo, pairs = {}, {}
+    for split in ('val', 'test'):
+        user, target = getattr(ds, split)
+        query = last[user]
+        keep = query >= 0
+        user, query, target = user[keep], query[keep], target[keep]
+        ptr, pos = gather_csr_rows(ds.train_ptr, user)
+        items = ds.train_item[pos]
+        lloo[split] = LeaveLastOutSplit(query, target, ptr, items)
+    # The paper's metrics on held-out consecutive pairs: (last train item ->
+    # validation item) and (validation item -> test item).
+    for split, (q, t) in {
+        'val': (last[ds.val[0]], ds.val[1]),
+        'test': (_val_item(ds)[ds.test[0]], ds.test[1]),
+    }.items():
+        keep = (q >= 0) & (q != t)
+        pairs[split] = PairSplit(q[keep], t[keep])
+    return lloo, pairs
+
+
+def _val_item(ds: PinSageDataset) -> torch.Tensor:
+    out = torch.full((ds.num_users, ), -1, dtype=torch.long)
+    out[ds.val[0]] = ds.val[1]
+    return out

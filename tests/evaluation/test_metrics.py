@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchmetrics.utilities.data import dim_zero_sum
 
-from pinsage_pyg.training.metrics import (
+from pinsage_pyg.evaluation.metrics import (
     HitRate,
     ScaledMRR,
     default_mrr_scale,

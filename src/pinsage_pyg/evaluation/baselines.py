@@ -3,7 +3,7 @@ r"""Non-learned item-to-item baselines, as *item scorers*.
 An item scorer is any callable ``scorer(query_items) -> scores`` mapping a
 LongTensor of :math:`c` query items to a dense :math:`[c, I]` block of
 candidate scores (higher = more similar / more likely next). Scorers are
-called on chunks of queries by :mod:`pinsage_pyg.training.evaluate` and
+called on chunks of queries by :mod:`pinsage_pyg.evaluation.protocols` and
 never materialise a dense :math:`I \times I` matrix: pairwise statistics are
 kept as sparse CSR matrices and densified one chunk of rows at a time.
 

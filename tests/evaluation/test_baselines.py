@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pinsage_pyg.training.baselines import (
+from pinsage_pyg.evaluation.baselines import (
     cooccurrence_scorer,
     embedding_scorer,
     popularity_scorer,

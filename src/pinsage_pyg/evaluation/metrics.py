@@ -7,7 +7,7 @@ chunk and reduced across processes by summing their states.
 For the leave-last-out protocol's HR@k, which consumes top-:math:`k` index
 lists instead of ranks, use PyG's own
 :class:`torch_geometric.metrics.LinkPredHitRatio` (as
-:func:`pinsage_pyg.training.evaluate.evaluate_leave_last_out` does).
+:func:`pinsage_pyg.evaluation.protocols.evaluate_leave_last_out` does).
 """
 from typing import Optional
 
@@ -167,7 +167,7 @@ def target_rank(
     i.e., the target is placed uniformly at random among the candidates that
     tie with it exactly, so that ties never favour low item indices. Give
     excluded candidates a score of :obj:`-inf` before calling.
-    :func:`~pinsage_pyg.training.evaluate.jitter_scores` breaks ties before
+    :func:`~pinsage_pyg.evaluation.protocols.jitter_scores` breaks ties before
     ranking already; the random placement here only covers what is left.
 
     Args:
