@@ -325,69 +325,162 @@ def _worker_model(broadcast, key: str, threads: int) -> PinSage:
     return model
 
 
-def _dense(col: pd.Series, dim: int) -> np.ndarray:
-    r"""A column of equal-length arrays as a float32 ``[n, dim]`` matrix;
-    missing rows (no neighbours) become zeros."""
-    out = np.zeros((len(col), dim), dtype=np.float32)
-    values = col.to_numpy()
-    present = np.fromiter((v is not None for v in values), bool, len(values))
-    if present.any():
-        out[present] = np.stack(values[present]).astype(np.float32,
-                                                         copy=False)
-    return out
+def pack_vectors(x: Union[np.ndarray, Tensor]):
+    r"""A float32 ``[n, d]`` matrix as an Arrow ``binary`` column, one
+    ``4 d``-byte value per row, without a copy. The job's intermediate
+    tables hold vectors this way: Spark moves a binary value as one
+    ``memcpy`` (in shuffles, Parquet and the Arrow exchange with Python),
+    where an ``array<float>`` costs a per-element copy in the JVM."""
+    import pyarrow as pa
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    nbytes = n * d * 4
+    otype, odt = (pa.binary(), np.int32) if nbytes < 2**31 else \
+        (pa.large_binary(), np.int64)
+    offsets = np.arange(0, nbytes + 1, d * 4, dtype=odt) if d else \
+        np.zeros(n + 1, dtype=odt)
+    return pa.Array.from_buffers(otype, n, [None, pa.py_buffer(offsets),
+                                            pa.py_buffer(x.reshape(-1))])
 
 
-def _rows(ids: np.ndarray, **vectors: Tensor) -> pd.DataFrame:
-    cols: Dict[str, Any] = {'item_id': ids}
-    for name, v in vectors.items():
-        cols[name] = list(v.detach().numpy().astype(np.float32, copy=False))
-    return pd.DataFrame(cols)
+def unpack_vectors(col, dim: int) -> np.ndarray:
+    r"""The inverse of :func:`pack_vectors`: a binary column (``Array`` or
+    ``ChunkedArray``) of ``4 dim``-byte values as a float32
+    ``[n, dim]`` matrix (zero-copy where the buffer is aligned)."""
+    import pyarrow as pa
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    if col.null_count:
+        raise DataError(f"{col.null_count} rows without a vector in an "
+                        f"intermediate table of the Spark job.")
+    odt = np.int64 if pa.types.is_large_binary(col.type) else np.int32
+    bufs = col.buffers()
+    off = np.frombuffer(bufs[1], dtype=odt)[col.offset:col.offset + n + 1]
+    if not (np.diff(off) == dim * 4).all():
+        raise DataError(f"an intermediate table of the Spark job holds "
+                        f"vectors of another length than {dim} (a layer "
+                        f"written by another model?).")
+    out = np.frombuffer(bufs[2], dtype=np.uint8, count=int(off[-1] - off[0]),
+                        offset=int(off[0]))
+    if off[0] % 4:
+        out = out.copy()
+    return out.view(np.float32).reshape(n, dim)
+
+
+def list_vectors(col, dim: int) -> np.ndarray:
+    r"""An Arrow list column of equal-length numbers as float32
+    ``[n, dim]`` (the ``features`` input, validated to length ``dim``)."""
+    import pyarrow as pa
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(col), dim)
+
+
+def _list_parts(col) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(lengths, values)`` of an Arrow list column; a null list is an
+    empty one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy()
+    return lengths.astype(np.int64), col.flatten().to_numpy(
+        zero_copy_only=False)
+
+
+#: The state table of a layer (one row per item): ``g`` the item's group,
+#: ``h`` its layer vector (packed float32), ``nbr`` / ``w`` its importance
+#: neighbours and their weights, ``dest`` the groups that need its message.
+STATE_SCHEMA = ('g int, item_id long, h binary, nbr array<long>, '
+                'w array<float>, dest array<int>')
+MSG_SCHEMA = 'g int, v long, m binary'
+STATE_COLUMNS = ('g', 'item_id', 'h', 'nbr', 'w', 'dest')
+
+
+def _state_batch(src, h: Tensor):
+    import pyarrow as pa
+    cols = [src.column('g'), src.column('item_id'), pack_vectors(h)] + \
+        [src.column(c) for c in STATE_COLUMNS[3:]]
+    return pa.RecordBatch.from_arrays(cols, names=list(STATE_COLUMNS)) \
+        if isinstance(src, pa.RecordBatch) else \
+        pa.Table.from_arrays(cols, names=list(STATE_COLUMNS))
 
 
 def _encode_fn(broadcast, key: str, threads: int, dim: int):
-    def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def encode(batches):
         model = _worker_model(broadcast, key, threads)
-        for df in batches:
-            x = torch.from_numpy(_dense(df['features'], dim))
+        for b in batches:
+            x = torch.from_numpy(list_vectors(b.column('features'), dim))
             with torch.no_grad():
-                yield _rows(df['item_id'].to_numpy(), h=model.encode(x))
+                yield _state_batch(b, model.encode(x))
     return encode
 
 
 def _project_fn(broadcast, key: str, threads: int, layer: int, dim: int):
-    def project(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        conv = _worker_model(broadcast, key, threads).convs[layer]
-        for df in batches:
-            h = torch.from_numpy(_dense(df['h'], dim))
+    r"""Projects every item once and sends the message to every group
+    that holds one of its targets (one row per (group, item))."""
+    def project(batches):
+        import pyarrow as pa
+        model = _worker_model(broadcast, key, threads)
+        for b in batches:
+            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
             with torch.no_grad():
-                yield _rows(df['item_id'].to_numpy(), m=conv.project(h))
+                m = model.project(layer, h).numpy()
+            lengths, dest = _list_parts(b.column('dest'))
+            rows = np.repeat(np.arange(b.num_rows), lengths)
+            ids = b.column('item_id').to_numpy()
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(dest.astype(np.int32)), pa.array(ids[rows]),
+                 pack_vectors(m[rows])], names=['g', 'v', 'm'])
     return project
 
 
 def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
                hidden: int):
-    def update(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        conv = _worker_model(broadcast, key, threads).convs[layer]
-        for df in batches:
-            h = torch.from_numpy(_dense(df['h'], dim))
-            n = torch.from_numpy(_dense(df['n'], hidden))
-            with torch.no_grad():
-                yield _rows(df['item_id'].to_numpy(),
-                            h=conv.update_nodes(h, n))
+    r"""One group's layer: its targets' neighbour messages (left) pooled
+    with :meth:`PinSage.convolve`, the same call as the local path."""
+    from pinsage_pyg.nn.conv import to_adj_t
+
+    def update(msgs, state):
+        model = _worker_model(broadcast, key, threads)
+        h = torch.from_numpy(unpack_vectors(state.column('h'), dim))
+        v = msgs.column('v').to_numpy()
+        m = unpack_vectors(msgs.column('m'), hidden)
+        order = np.argsort(v, kind='stable')
+        lengths, nbr = _list_parts(state.column('nbr'))
+        _, w = _list_parts(state.column('w'))
+        src = order[np.searchsorted(v[order], nbr)] if len(nbr) else \
+            np.zeros(0, np.int64)
+        dst = np.repeat(np.arange(state.num_rows), lengths)
+        ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+        ew = torch.from_numpy(w.astype(np.float32, copy=False))
+        adj = to_adj_t(ei, ew, (len(m), state.num_rows), 'csr')
+        with torch.no_grad():
+            out = model.convolve(layer, torch.from_numpy(m), h, adj, ew)
+        return _state_batch(state, out)
     return update
 
 
 def _heads_fn(broadcast, key: str, threads: int, dim: int, asymmetric: bool):
-    def heads(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def heads(batches):
+        import pyarrow as pa
         model = _worker_model(broadcast, key, threads)
-        for df in batches:
-            h = torch.from_numpy(_dense(df['h'], dim))
+        for b in batches:
+            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
             with torch.no_grad():
                 query, item = model.heads(h, 'both')
-            out = dict(embedding=item)
+            cols = [b.column('item_id'), _vector_column(item.numpy())]
+            names = ['item_id', 'embedding']
             if asymmetric:
-                out['query_embedding'] = query
-            yield _rows(df['item_id'].to_numpy(), **out)
+                cols.append(_vector_column(query.numpy()))
+                names.append('query_embedding')
+            yield pa.RecordBatch.from_arrays(cols, names=names)
     return heads
 
 
@@ -602,42 +695,174 @@ def _validate(items, neighbors, items_path: str, neighbors_path: str,
     return num_items, int(row['e'])
 
 
-def _pool(neighbors, proj, aggr: str, dim: int):
-    r"""The neighbour pooling :math:`\gamma` per target, in Spark SQL (the
-    only maths not delegated to the torch modules): the projected vectors
-    are joined to the neighbour lists, collected per target (at most the
-    neighbourhood size, e.g. T = 50) and reduced in float64 with
-    higher-order array functions, all in the JVM."""
+def group_keys(spark, num_groups: int) -> list[int]:
+    r"""One integer key per group such that Spark's hash partitioning into
+    :obj:`num_groups` shuffle partitions sends group :math:`i` to
+    partition :math:`i` (``pmod(hash(key), n) == i``): every task of a
+    layer then pools exactly one group, none sits idle."""
     from pyspark.sql import functions as F
-    joined = neighbors.join(proj.withColumnRenamed('item_id', 'neighbor'),
-                            'neighbor')
-    if aggr == 'importance':
-        # Zero weights add nothing; a target whose weights are all zero
-        # has no rows left and pools to zero, as locally.
-        joined = joined.filter(F.col('weight') > 0)
-    elif aggr == 'mean':
-        # The plain mean over the distinct neighbours (a repeated
-        # (target, neighbor) row counts once, as in the local CSR):
-        joined = joined.dropDuplicates(['target', 'neighbor']) \
-            .withColumn('weight', F.lit(1.0).cast('double'))
-    elif aggr != 'max':
-        raise ConfigError(f"unsupported pooling aggr={aggr!r}")
-    grouped = joined.groupBy('target').agg(
-        F.collect_list(F.struct('weight', 'm')).alias('nb'),
-        F.sum('weight').alias('den'))
-    if aggr == 'max':
-        first = F.transform(F.element_at('nb', 1)['m'],
-                            lambda v: v.cast('double'))
-        pooled = F.aggregate('nb', first, lambda acc, x: F.zip_with(
-            acc, x['m'], lambda a, b: F.greatest(a, b.cast('double'))))
-    else:
-        # sum_v alpha_uv m_v / sum_v alpha_uv
-        zero = F.array_repeat(F.lit(0.0).cast('double'), dim)
-        num = F.aggregate('nb', zero, lambda acc, x: F.zip_with(
-            acc, x['m'], lambda a, b: a + x['weight'] * b))
-        pooled = F.transform(num, lambda v: v / F.col('den'))
-    return grouped.select(F.col('target').alias('item_id'),
-                          pooled.cast('array<float>').alias('n'))
+    rows = spark.range(0, 64 * num_groups).select(
+        F.col('id').cast('int').alias('c')).select(
+        'c', F.pmod(F.hash('c'), F.lit(num_groups)).alias('p')) \
+        .groupBy('p').agg(F.min('c').alias('c')).collect()
+    keys = {int(r['p']): int(r['c']) for r in rows}
+    return [keys.get(i, i) for i in range(num_groups)]
+
+
+def _group_of(col: str, keys: Sequence[int]):
+    from pyspark.sql import functions as F
+    return F.element_at(F.array(*[F.lit(k) for k in keys]),
+                        (F.pmod(F.xxhash64(col), F.lit(len(keys))) + 1)
+                        .cast('int')).alias('g')
+
+
+def _initial_state(items, neighbors, keys: Sequence[int]):
+    r"""Items joined with their neighbour lists (arrays, one row per item)
+    and the groups their messages go to: the input of layer 0."""
+    from pyspark.sql import functions as F
+    adj = neighbors.groupBy('target').agg(F.array_sort(F.collect_list(
+        F.struct('neighbor', F.col('weight').cast('float').alias('w'))))
+        .alias('e')).select(F.col('target').alias('item_id'),
+                            F.col('e.neighbor').alias('nbr'),
+                            F.col('e.w').alias('w'))
+    dest = neighbors.select('neighbor', _group_of('target', keys)) \
+        .distinct().groupBy('neighbor').agg(
+            F.array_sort(F.collect_list('g')).alias('dest')) \
+        .withColumnRenamed('neighbor', 'item_id')
+    return items.select(_group_of('item_id', keys), 'item_id', 'features') \
+        .join(adj, 'item_id', 'left').join(dest, 'item_id', 'left')
+
+
+def default_num_groups(spark, num_edges: int,
+                       edges_per_group: int = 1_000_000) -> int:
+    r"""Groups of a layer: at least one per core of the cluster (Spark's
+    default parallelism) and at most :obj:`edges_per_group` neighbour
+    edges per group (a group's messages are held in one Python worker)."""
+    return max(int(spark.sparkContext.defaultParallelism),
+               -(-int(num_edges) // edges_per_group), 1)
+
+
+class _ShuffleConf:
+    r"""``spark.sql.shuffle.partitions = num_groups`` and no adaptive
+    coalescing while the layers run (one task per group), restored
+    afterwards."""
+    KEYS = ('spark.sql.shuffle.partitions',
+            'spark.sql.adaptive.coalescePartitions.enabled')
+
+    def __init__(self, spark, num_groups: int):
+        self.spark, self.values = spark, (str(num_groups), 'false')
+
+    def __enter__(self):
+        self.old = [self.spark.conf.get(k, None) for k in self.KEYS]
+        for k, v in zip(self.KEYS, self.values):
+            self.spark.conf.set(k, v)
+
+    def __exit__(self, *exc):
+        for k, v in zip(self.KEYS, self.old):
+            if v is None:
+                self.spark.conf.unset(k)
+            else:
+                self.spark.conf.set(k, v)
+
+
+def write_atomic(fs: '_FS', df, path: str, key: str) -> None:
+    r"""Writes :obj:`df` as Parquet to a temporary sibling of :obj:`path`
+    and renames it into place: :obj:`path` exists only when complete."""
+    tmp = f"{path}._tmp_{key}"
+    try:
+        df.write.mode('overwrite').parquet(tmp)
+        if fs.exists(path):
+            fs.delete(path)
+        fs.rename(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.delete(tmp)
+
+
+def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
+               layer_path, fs: '_FS', num_groups: int, threads: int = 1,
+               reuse: bool = False, on_layer=None):
+    r"""Layers :math:`0..K` of every item: returns the final state
+    DataFrame (``STATE_SCHEMA``). Layer :math:`k` is written to
+    ``layer_path(k)`` (atomically); with :obj:`reuse`, a layer already
+    there is read instead of recomputed (a resumed run)."""
+    sc = spark.sparkContext
+    broadcast = sc.broadcast(payload)
+    key = uuid.uuid4().hex
+    in_channels = int(model.encoder.in_channels)
+    hidden = int(model.hidden_channels)
+    try:
+        with _ShuffleConf(spark, num_groups):
+            keys = group_keys(spark, num_groups)
+            for k in range(model.num_layers + 1):
+                path = layer_path(k)
+                if reuse and fs.exists(path):
+                    log.info('layer %d: reusing %s', k, path)
+                    if on_layer:
+                        on_layer(k, True)
+                    continue
+                if k == 0:
+                    df = _initial_state(items, neighbors, keys).mapInArrow(
+                        _encode_fn(broadcast, key, threads, in_channels),
+                        STATE_SCHEMA)
+                else:
+                    prev = spark.read.parquet(layer_path(k - 1))
+                    msgs = prev.mapInArrow(
+                        _project_fn(broadcast, key, threads, k - 1, hidden),
+                        MSG_SCHEMA)
+                    df = msgs.groupBy('g').cogroup(prev.groupBy('g')) \
+                        .applyInArrow(_update_fn(broadcast, key, threads,
+                                                 k - 1, hidden, hidden),
+                                      STATE_SCHEMA)
+                write_atomic(fs, df, path, key)
+                if on_layer:
+                    on_layer(k, False)
+        return spark.read.parquet(layer_path(model.num_layers))
+    finally:
+        broadcast.unpersist()
+
+
+def write_heads(spark, state, model: PinSage, payload: bytes, fs: '_FS',
+                path: str, threads: int = 1) -> None:
+    r"""Applies the heads to the final state and writes the output
+    (``item_id, embedding[, query_embedding]``) atomically to
+    :obj:`path`."""
+    broadcast = spark.sparkContext.broadcast(payload)
+    key = uuid.uuid4().hex
+    schema = 'item_id long, embedding array<float>'
+    if model.asymmetric:
+        schema += ', query_embedding array<float>'
+    try:
+        write_atomic(fs, state.mapInArrow(_heads_fn(
+            broadcast, key, threads, int(model.hidden_channels),
+            model.asymmetric), schema), path, key)
+    finally:
+        broadcast.unpersist()
+
+
+def read_inputs(spark, items_path: str, neighbors_path: str, model: PinSage):
+    r"""Reads and checks the ``items`` and ``neighbors`` inputs against
+    each other and :obj:`model`; returns ``(items, neighbors, num_items,
+    num_edges)`` with normalised column types."""
+    from pyspark.sql import functions as F
+    items = _read_input(spark, items_path, 'items')
+    neighbors = _read_input(spark, neighbors_path, 'neighbors')
+    _check_columns(items, items_path, 'items',
+                   {'item_id': 'integer', 'features': 'vector'})
+    _check_columns(neighbors, neighbors_path, 'neighbors',
+                   {'target': 'integer', 'neighbor': 'integer'}, ('weight', ))
+    has_weight = 'weight' in neighbors.columns
+    items = items.select(F.col('item_id').cast('long'),
+                         F.col('features').cast('array<float>'))
+    neighbors = neighbors.select(
+        F.col('target').cast('long'), F.col('neighbor').cast('long'),
+        (F.col('weight') if has_weight else F.lit(1.0))
+        .cast('double').alias('weight'))
+    num_items, num_edges = _validate(items, neighbors, items_path,
+                                     neighbors_path,
+                                     int(model.encoder.in_channels),
+                                     has_weight)
+    return items, neighbors, num_items, num_edges
 
 
 def spark_layerwise_embed(
@@ -650,6 +875,7 @@ def spark_layerwise_embed(
     num_partitions: Optional[int] = None,
     torch_threads: int = 1,
     keep_layers: bool = False,
+    num_groups: Optional[int] = None,
 ) -> Dict[str, Any]:
     r"""Embeds every item with the layer-wise PinSage computation on Spark
     (see the module docstring for the input and output schemas).
@@ -683,26 +909,30 @@ def spark_layerwise_embed(
         overwrite (bool): Replace an existing output. (default:
             :obj:`False`: an existing output is an error)
         num_partitions (int, optional): Repartition the items into this
-            many partitions first. (default: as read)
+            many partitions first (the parallelism of the encoder).
+            (default: as read)
         torch_threads (int): ``torch.set_num_threads`` in each Python
             worker; 1 fits Spark's one task per core. ``0`` leaves torch's
             default. (default: ``1``)
         keep_layers (bool): Keep the per-layer Parquet files in
             ``<out>_layers`` for inspection. (default: :obj:`False`)
+        num_groups (int, optional): Items are hashed into this many groups;
+            a layer pools one group per task. (default:
+            :func:`default_num_groups`: one per core, at most 1M edges each)
 
     Returns:
         dict: ``out_path``, ``num_items``, ``num_edges``, ``num_layers``,
-        ``seconds`` (wall time of the job) and ``items_per_second``.
+        ``num_groups``, ``seconds`` (wall time of the job) and
+        ``items_per_second``.
     """
-    from pyspark.sql import functions as F
-
     t0 = time.perf_counter()
     items_path, neighbors_path, out_path = (
         _qualify(spark, p) for p in (items_path, neighbors_path, out_path))
     model_path = os.fspath(model_path)
-    if num_partitions is not None and num_partitions < 1:
-        raise ConfigError(f"num_partitions must be >= 1 (got "
-                          f"{num_partitions}).")
+    for name, value in (('num_partitions', num_partitions),
+                        ('num_groups', num_groups)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1 (got {value}).")
     if torch_threads < 0:
         raise ConfigError(f"torch_threads must be >= 0 (got "
                           f"{torch_threads}).")
@@ -713,143 +943,31 @@ def spark_layerwise_embed(
 
     payload = _read_model_bytes(spark, model_path)
     model = _model_from_bytes(payload, f"model file '{model_path}'")
-    in_channels = int(model.encoder.in_channels)
-    hidden = int(model.hidden_channels)
-
-    items = _read_input(spark, items_path, 'items')
-    neighbors = _read_input(spark, neighbors_path, 'neighbors')
-    _check_columns(items, items_path, 'items',
-                   {'item_id': 'integer', 'features': 'vector'})
-    _check_columns(neighbors, neighbors_path, 'neighbors',
-                   {'target': 'integer', 'neighbor': 'integer'}, ('weight', ))
-    has_weight = 'weight' in neighbors.columns
-    items = items.select(F.col('item_id').cast('long'),
-                         F.col('features').cast('array<float>'))
-    neighbors = neighbors.select(
-        F.col('target').cast('long'), F.col('neighbor').cast('long'),
-        (F.col('weight') if has_weight else F.lit(1.0))
-        .cast('double').alias('weight'))
-    num_items, num_edges = _validate(items, neighbors, items_path,
-                                     neighbors_path, in_channels, has_weight)
+    items, neighbors, num_items, num_edges = read_inputs(
+        spark, items_path, neighbors_path, model)
     log.info('inputs checked: %d items, %d edges (%.1fs)', num_items,
              num_edges, time.perf_counter() - t0)
     if num_partitions is not None:
         items = items.repartition(num_partitions)
+    groups = num_groups or default_num_groups(spark, num_edges)
 
-    sc = spark.sparkContext
-    broadcast = sc.broadcast(payload)
-    key = uuid.uuid4().hex
-    threads = int(torch_threads)
-    work = f"{out_path}._tmp_{key}"
+    work = f"{out_path}._tmp_{uuid.uuid4().hex}"
     layers_dir = f"{out_path}_layers" if keep_layers else f"{work}/layers"
-    h_schema = 'item_id long, h array<float>'
-
-    def materialise(df, name: str):
-        path = f"{layers_dir}/{name}"
-        df.write.mode('overwrite').parquet(path)
-        return spark.read.parquet(path)
-
     try:
-        h = materialise(items.mapInPandas(
-            _encode_fn(broadcast, key, threads, in_channels), h_schema),
-            'layer_0')
-        log.info('layer 0 (encode): %.1fs', time.perf_counter() - t0)
-        for k, conv in enumerate(model.convs):
-            proj = h.mapInPandas(
-                _project_fn(broadcast, key, threads, k, hidden),
-                'item_id long, m array<float>')
-            pooled = _pool(neighbors, proj, conv.pooling,
-                           conv.hidden_channels)
-            h = materialise(
-                h.join(pooled, 'item_id', 'left').mapInPandas(
-                    _update_fn(broadcast, key, threads, k, hidden,
-                               conv.hidden_channels), h_schema),
-                f'layer_{k + 1}')
-            log.info('layer %d: %.1fs', k + 1, time.perf_counter() - t0)
-        out_schema = 'item_id long, embedding array<float>'
-        if model.asymmetric:
-            out_schema += ', query_embedding array<float>'
+        state = run_layers(
+            spark, items, neighbors, model, payload,
+            lambda k: f"{layers_dir}/layer_{k}", fs, groups,
+            int(torch_threads), on_layer=lambda k, _: log.info(
+                'layer %d: %.1fs', k, time.perf_counter() - t0))
         final = f"{work}/embeddings"
-        h.mapInPandas(_heads_fn(broadcast, key, threads, hidden,
-                                model.asymmetric), out_schema) \
-            .write.parquet(final)
+        write_heads(spark, state, model, payload, fs, final,
+                    int(torch_threads))
         _replace(fs, final, out_path, f"{work}/previous")
     finally:
         if fs.exists(work):
             fs.delete(work)
-        broadcast.unpersist()
     seconds = time.perf_counter() - t0
     return {'out_path': out_path, 'num_items': num_items,
             'num_edges': num_edges, 'num_layers': model.num_layers,
-            'seconds': seconds, 'items_per_second': num_items / seconds}
-
-
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='python -m pinsage_pyg.inference.spark',
-        description="Layer-wise PinSage embedding of every item on Apache "
-                    "Spark (see docs/spark.md).")
-    p.add_argument('--items', required=True,
-                   help="Parquet: item_id (integer), features (array)")
-    p.add_argument('--neighbors', required=True,
-                   help="Parquet: target, neighbor (integer), weight")
-    p.add_argument('--model', required=True,
-                   help="save_model(...) file or pinsage-train checkpoint")
-    p.add_argument('--out', required=True, help="output directory")
-    p.add_argument('--master', default=None,
-                   help="Spark master (local[2], yarn, k8s://..., "
-                        "spark://...); omit under spark-submit")
-    p.add_argument('--overwrite', action='store_true',
-                   help="replace an existing output")
-    p.add_argument('--partitions', type=int, default=None,
-                   help="repartition the items into this many partitions")
-    p.add_argument('--shuffle-partitions', type=int, default=None,
-                   help="spark.sql.shuffle.partitions")
-    p.add_argument('--torch-threads', type=int, default=1,
-                   help="torch threads per Python worker (0: torch default)")
-    p.add_argument('--keep-layers', action='store_true',
-                   help="keep the per-layer Parquet in <out>_layers")
-    p.add_argument('--conf', action='append', default=[], metavar='KEY=VALUE',
-                   help="extra Spark configuration (repeatable)")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    r"""``python -m pinsage_pyg.inference.spark``: runs
-    :func:`spark_layerwise_embed` and prints a throughput line."""
-    args = _parser().parse_args(argv)
-    conf = {}
-    for item in args.conf:
-        if '=' not in item:
-            _parser().error(f"--conf expects KEY=VALUE (got {item!r})")
-        k, v = item.split('=', 1)
-        conf[k] = v
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        spark = spark_session(args.master,
-                              shuffle_partitions=args.shuffle_partitions,
-                              conf=conf)
-        summary = spark_layerwise_embed(
-            spark, args.items, args.neighbors, args.model, args.out,
-            overwrite=args.overwrite, num_partitions=args.partitions,
-            torch_threads=args.torch_threads, keep_layers=args.keep_layers)
-    except (DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"embedded {summary['num_items']} items ({summary['num_edges']} "
-          f"neighbour edges, {summary['num_layers']} layers) in "
-          f"{summary['seconds']:.1f}s: {summary['items_per_second']:.1f} "
-          f"items/s; output in {summary['out_path']}")
-    return summary
-
-
-if __name__ == '__main__':
-    # Run the importable module's main (not this __main__ copy), so the
-    # functions shipped to the workers are pickled by reference to
-    # pinsage_pyg.inference.spark and its per-worker model cache is shared.
-    from pinsage_pyg.inference.spark import main as _main
-    _main()
+            'num_groups': groups, 'seconds': seconds,
+            'items_per_second': num_items / seconds}
