@@ -26,6 +26,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pinsage_pyg.config import ConfigError
 from pinsage_pyg.utils import open_temp_sibling, safe_torch_load
@@ -120,6 +121,27 @@ class RNGStates(pl.Callback):
         if 'cuda' in state and torch.cuda.is_available():
             cuda = list(state['cuda'])[:torch.cuda.device_count()]
             torch.cuda.set_rng_state_all(cuda)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    r"""The best-validation checkpoint, which also remembers the best score
+    across a resume into another run folder (``resume=`` from a new
+    Hydra output directory). Lightning's :class:`ModelCheckpoint` restores
+    only the best *path* when the folder changed and forgets the score, so
+    the resumed run's first epoch became "best" even when it scored worse,
+    and the run evaluated that epoch instead of the best one. The earlier
+    best file stays in its own folder (Lightning never deletes checkpoints
+    outside :attr:`dirpath`) and is the one evaluated unless a resumed
+    epoch beats it."""
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        best, score = state_dict.get('best_model_path'), \
+            state_dict.get('best_model_score')
+        if self.best_model_score is None and score is not None and best \
+                and Path(best).is_file():
+            self.best_model_score = score
+            self.best_k_models = {best: score}
+            self.kth_best_model_path, self.kth_value = best, score
 
 
 class FeatureSchema(pl.Callback):

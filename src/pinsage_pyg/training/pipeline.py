@@ -30,7 +30,8 @@ from pinsage_pyg.evaluation.protocols import (baseline_scorers,
 from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
                                 check_config)
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
-                                                FeatureSchema, RNGStates,
+                                                BestCheckpoint, FeatureSchema,
+                                                RNGStates,
                                                 check_resume,
                                                 load_checkpoint)
 from pinsage_pyg.training.datamodule import PinSageDataModule
@@ -191,10 +192,15 @@ def run(cfg: DictConfig,
     # The best checkpoint comes first: it is `trainer.checkpoint_callback`,
     # whose best path Lightning hands back to the main process after
     # ddp_spawn.
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir,
-                           filename='best-{epoch}', monitor=f'val_hr@{k}',
-                           mode='max', save_last=True, save_top_k=1)
-    all_callbacks = [ckpt]
+    ckpt = BestCheckpoint(dirpath=ckpt_dir,
+                          filename='best-{epoch}', monitor=f'val_hr@{k}',
+                          mode='max', save_top_k=1)
+    # last.ckpt after every epoch, of its own: Lightning's save_last only
+    # refreshes it when a best checkpoint is saved in the same step, so an
+    # epoch that scored worse than the best left last.ckpt an epoch behind.
+    all_callbacks = [ckpt, ModelCheckpoint(
+        dirpath=ckpt_dir, filename='last', save_top_k=1,
+        enable_version_counter=False)]
     every = int((cfg.get('checkpoint') or {}).get('every_n_train_steps', 0))
     if every > 0:
         all_callbacks.append(ModelCheckpoint(

@@ -25,29 +25,25 @@ Output (Parquet directory)::
 
 The job, for a model with :math:`K` layers:
 
-1. ``h0 = encode(features)`` (``mapInPandas``), written to Parquet;
-2. for :math:`k = 1..K`:
-   project every item once, ``m = ReLU(Q h + q)`` (``mapInPandas``);
-   join ``m`` to the neighbour lists on ``neighbor``; pool per ``target``;
-   join the pooled vector back to ``h`` and apply the dense update
-   ``ReLU(W [h_u ; n_u] + w)`` + L2 normalisation (``mapInPandas``);
-   write layer :math:`k` to Parquet (so every layer is computed once and
-   a failed task only recomputes from the last layer);
-3. apply the heads (``mapInPandas``) and write the output.
+1. the items are hashed into ``G`` groups (one shuffle partition each);
+   every item becomes one row with its neighbour list and weights as
+   arrays, and ``h0 = encode(features)`` (``mapInArrow``);
+2. for :math:`k = 1..K`: every item is projected once,
+   ``m = ReLU(Q h + q)`` (``mapInArrow``), and its message is sent once
+   to each group that holds one of its targets (one row per
+   (group, item), not per edge); one ``cogroup(...).applyInArrow`` per
+   group pools and updates its items with :meth:`PinSage.convolve`, the
+   call :meth:`PinSage.inference` makes; layer :math:`k` is written to
+   Parquet atomically (so every layer is computed once and a failed task
+   only recomputes from the last layer);
+3. apply the heads (``mapInArrow``) and write the output.
 
-All per-layer maths calls the same torch modules as the local path
+Vectors travel between stages as packed float32 ``binary`` columns. All
+per-layer maths calls the same torch modules as the local path
 (:meth:`PinSage.encode`, :meth:`PinSageConv.project`,
-:meth:`PinSageConv.update_nodes`, :meth:`PinSage.heads`; the weights are
-broadcast to the workers), so there is one source of truth. Only the
-pooling :math:`\gamma` is expressed in Spark, as a native distributed
-aggregation (a join, ``collect_list`` per target and higher-order array
-functions, in float64 in the JVM):
-
-- ``importance``: :math:`\mathbf{n}_u = \sum_v \alpha_{u,v} \mathbf{m}_v
-  / \sum_v \alpha_{u,v}`;
-- ``mean``: the unweighted mean; ``max``: the elementwise maximum;
-
-and items without neighbours pool to zero, as in
+:meth:`PinSage.convolve`, :meth:`PinSage.heads`; the weights are
+broadcast to the workers), so there is one source of truth; items
+without neighbours pool to zero, as in
 :class:`~pinsage_pyg.nn.PinSageConv`. The result equals
 :meth:`PinSage.inference` on the same neighbourhoods up to float32
 rounding (the tests assert a max abs difference < 1e-5).
