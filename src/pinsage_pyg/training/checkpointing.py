@@ -17,7 +17,6 @@ What a checkpoint holds (Lightning's own keys plus ours):
 from __future__ import annotations
 
 import os
-import pickle
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional

@@ -71,7 +71,6 @@ Command line (``--master`` accepts anything ``spark-submit`` does)::
 """
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -79,10 +78,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
