@@ -289,17 +289,78 @@ OPTIMIZER_DEFAULTS = dict(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
                           decay=1.0, reference_batch_size=None)
 
 
+SOFTMAX_MODES = ('auto', 'full', 'sampled')
+#: ``loss.mode=auto`` trains with the exact full softmax up to this many
+#: items (``loss.full.max_items``' default): the measured size where one
+#: full-graph step stops being cheaper than a sampled epoch's worth of
+#: minibatches on 2 CPU cores (docs/training_recipe.md, "Which softmax").
+FULL_SOFTMAX_MAX_ITEMS = 50000
+
+
 def check_loss(loss: Mapping[str, Any]) -> None:
-    r"""Checks a ``loss`` config (``name`` and its margin/temperature)."""
+    r"""Checks a ``loss`` config (``name`` and its margin / temperature;
+    for the softmax its ``mode`` and ``full`` / ``sampled`` options)."""
     c = {'loss': {'name': 'max_margin', **dict(loss)}}
     _choice(c, 'loss.name', LOSSES)
     if c['loss']['name'] == 'max_margin':
         c['loss'].setdefault('margin', 0.1)
         _number(c, 'loss.margin', float, lambda v: v >= 0,
                 '>= 0 (the hinge margin Delta)')
-    else:
-        c['loss'].setdefault('temperature', 0.05)
-        _number(c, 'loss.temperature', float, lambda v: v > 0, '> 0')
+        return
+    c['loss'].setdefault('temperature', 0.05)
+    _number(c, 'loss.temperature', float, lambda v: v > 0, '> 0')
+    c['loss'].setdefault('mode', 'sampled')
+    _choice(c, 'loss.mode', SOFTMAX_MODES)
+    full = dict(c['loss'].get('full') or {})
+    c['loss']['full'] = full
+    for key, rule in (('steps_per_epoch', '>= 1'),
+                      ('rows_per_step', '>= 1, or null (every query item '
+                       'in every step)'),
+                      ('chunk_rows', '>= 1, or null (automatic)'),
+                      ('max_items', '>= 0 (loss.mode=auto: full softmax up '
+                       'to this many items)'),
+                      ('lr', '> 0, or null (optimizer.lr)')):
+        if full.get(key) is None and key != 'steps_per_epoch':
+            continue
+        full.setdefault(key, 1)
+        _number(c, f'loss.full.{key}', float if key == 'lr' else int,
+                (lambda v: v >= 0) if key == 'max_items' else
+                (lambda v: v > 0) if key == 'lr' else
+                (lambda v: v >= 1), rule)
+    sampled = dict(c['loss'].get('sampled') or {})
+    for key in ('in_batch_negatives', 'log_q'):
+        if key in sampled and not isinstance(sampled[key], bool):
+            raise ConfigError(f"Invalid config: loss.sampled.{key} must be "
+                              f"true or false (got {sampled[key]!r}).")
+
+
+def resolve_softmax_mode(loss: Mapping[str, Any], num_items: int,
+                         hard_negatives: int = 0) -> Dict[str, Any]:
+    r"""The ``loss`` config with ``mode: auto`` resolved: ``full`` (an
+    exact softmax over every item, a full-graph forward per step) for a
+    catalogue of at most ``full.max_items`` items (default
+    :data:`FULL_SOFTMAX_MAX_ITEMS`) and no curriculum hard negatives,
+    else ``sampled``. An explicit ``full`` with a curriculum that adds
+    hard negatives is refused: every item already is a negative of every
+    query in the full softmax, so hard negatives add nothing to it (use
+    ``loss.mode=sampled`` or ``loss=max_margin`` for the paper's
+    curriculum)."""
+    out = dict(loss)
+    if out.get('name') != 'softmax':
+        return out
+    mode = out.get('mode', 'sampled')
+    limit = int((out.get('full') or {}).get('max_items',
+                                            FULL_SOFTMAX_MAX_ITEMS))
+    if mode == 'full' and hard_negatives > 0:
+        raise ConfigError(
+            "Invalid config: loss.mode=full with a curriculum that adds hard "
+            "negatives: the full softmax already scores every item as a "
+            "negative of every query. Use curriculum=none, or "
+            "loss.mode=sampled / loss=max_margin for the curriculum.")
+    if mode == 'auto':
+        out['mode'] = 'full' if num_items <= limit and hard_negatives == 0 \
+            else 'sampled'
+    return out
 
 
 def check_optimizer(optimizer: Mapping[str, Any]) -> None:
@@ -332,6 +393,13 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'data.batch_size', int, pos, '>= 1')
     _number(cfg, 'data.num_workers', int, lambda v: v >= 0, '>= 0')
     _number(cfg, 'data.positives.window', int, pos, '>= 1')
+    positives = _get(cfg, 'data.positives')
+    if positives.get('decay') is not None:
+        _number(cfg, 'data.positives.decay', float, lambda v: 0 < v <= 1,
+                'in (0, 1]')
+    if positives.get('backward') is not None:
+        _number(cfg, 'data.positives.backward', float, lambda v: v >= 0,
+                '>= 0 (0: no backward pairs)')
     _choice(cfg, 'data.source', ('movielens', 'files'))
     if cfg['data'].get('context_size') is not None:
         _number(cfg, 'data.context_size', int, pos,

@@ -1,6 +1,7 @@
 r"""PinSage layers, model and losses."""
 from pinsage_pyg.nn.conv import ADJ_LAYOUTS, PinSageConv, to_adj_t
-from pinsage_pyg.nn.loss import max_margin_loss, sampled_softmax_loss
+from pinsage_pyg.nn.loss import (full_softmax_loss, max_margin_loss,
+                                 sampled_softmax_loss)
 from pinsage_pyg.nn.model import PinSage, PinSageHead
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     'PinSage',
     'PinSageHead',
     'max_margin_loss',
+    'full_softmax_loss',
     'sampled_softmax_loss',
 ]

@@ -46,7 +46,8 @@ def max_margin_loss(query: Tensor, pos: Tensor, neg: Tensor,
                     margin: float = 0.1,
                     neg_mask: Optional[Tensor] = None,
                     hard_neg: Optional[Tensor] = None,
-                    hard_mask: Optional[Tensor] = None) -> Tensor:
+                    hard_mask: Optional[Tensor] = None,
+                    weight: Optional[Tensor] = None) -> Tensor:
     r"""PinSage's max-margin ranking loss
 
     .. math::
@@ -69,33 +70,145 @@ def max_margin_loss(query: Tensor, pos: Tensor, neg: Tensor,
             to the :obj:`neg` ones.
         hard_mask (BoolTensor, optional): :math:`[B, H]` mask of
             :obj:`hard_neg`.
+        weight (Tensor, optional): Per-example weights ``[B]`` (e.g. the
+            window decay of the pair): each example's hinge is averaged
+            over its negatives, then the examples are averaged with these
+            weights.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0 (got {margin})")
     pos_score, neg_score, neg_mask = _scores(query, pos, neg, neg_mask,
                                              hard_neg, hard_mask)
     loss = F.relu(neg_score - pos_score + margin)
+    if weight is not None:
+        if neg_mask is None:
+            per_example = loss.mean(dim=1)
+        else:
+            mask = neg_mask.expand_as(loss).to(loss.dtype)
+            per_example = (loss * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return _weighted_mean(per_example, weight)
     if neg_mask is None:
         return loss.mean()
     mask = neg_mask.to(loss.dtype)
     return (loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _weighted_mean(loss: Tensor, weight: Optional[Tensor]) -> Tensor:
+    if weight is None:
+        return loss.mean()
+    if weight.shape != loss.shape:
+        raise ValueError(f"weight must have one value per example "
+                         f"{tuple(loss.shape)}; got {tuple(weight.shape)}")
+    weight = weight.to(loss.dtype)
+    return (loss * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
 def sampled_softmax_loss(query: Tensor, pos: Tensor, neg: Tensor,
                          temperature: float = 0.05,
                          neg_mask: Optional[Tensor] = None,
                          hard_neg: Optional[Tensor] = None,
-                         hard_mask: Optional[Tensor] = None) -> Tensor:
-    r"""Sampled-softmax (InfoNCE) alternative to the hinge: cross-entropy of
-    the positive against the negatives, with scores divided by
-    :obj:`temperature`. Same arguments as :func:`max_margin_loss`."""
+                         hard_mask: Optional[Tensor] = None,
+                         pos_log_q: Optional[Tensor] = None,
+                         neg_log_q: Optional[Tensor] = None,
+                         weight: Optional[Tensor] = None) -> Tensor:
+    r"""Sampled softmax (InfoNCE): the cross-entropy of the positive
+    against the sampled negatives, scores divided by :obj:`temperature`,
+    optionally with the sampling-bias (logQ) correction of Bengio and
+    Senecal (2008) / Yi et al. (2019):
+
+    .. math::
+        \ell = -\log rac{\exp(s_{qi}/	au - \log Q_i)}
+        {\exp(s_{qi}/	au - \log Q_i) + \sum_{n} \exp(s_{qn}/	au -
+        \log Q_n)}
+
+    where :math:`Q_j` is the expected number of times item :math:`j` is in
+    the sampled set (e.g. :math:`N / |\mathcal{I}|` for :math:`N` uniform
+    negatives, :math:`B p_j` for the positives of a batch of :math:`B`
+    pairs used as in-batch negatives). With the correction, the sampled
+    loss is an unbiased-in-the-limit estimate of the softmax over the
+    whole catalogue instead of over the sampling distribution. Same
+    arguments as :func:`max_margin_loss`, plus:
+
+    Args:
+        pos_log_q (Tensor, optional): :math:`\log Q` of each example's
+            positive ``[B]`` (``None``: no correction of the positive).
+        neg_log_q (Tensor, optional): :math:`\log Q` of the negatives,
+            ``[N]`` (shared) or ``[B, N]``; hard negatives (not drawn from
+            a known distribution) are not corrected.
+        weight (Tensor, optional): Per-example weights ``[B]`` (e.g. the
+            window decay of the pair); the loss is the weighted mean.
+
+    Masked negatives (:obj:`neg_mask` ``False``: accidental hits, i.e. the
+    example's own positive or query drawn as a negative) are left out of
+    the denominator."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
     pos_score, neg_score, neg_mask = _scores(query, pos, neg, neg_mask,
                                              hard_neg, hard_mask)
+    pos_logit = pos_score / temperature
+    neg_logit = neg_score / temperature
+    if pos_log_q is not None:
+        pos_logit = pos_logit - pos_log_q.view(-1, 1).to(pos_logit.dtype)
+    if neg_log_q is not None:
+        lq = neg_log_q.to(neg_logit.dtype)
+        lq = lq.view(1, -1).expand(query.size(0), -1) if lq.dim() == 1 \
+            else lq
+        if lq.size(1) < neg_logit.size(1):  # hard negatives: uncorrected
+            lq = torch.cat([lq, lq.new_zeros(lq.size(0), neg_logit.size(1)
+                                             - lq.size(1))], dim=1)
+        neg_logit = neg_logit - lq
     if neg_mask is not None:
-        neg_score = neg_score.masked_fill(~neg_mask, float('-inf'))
-    logits = torch.cat([pos_score, neg_score], dim=1) / temperature
+        neg_logit = neg_logit.masked_fill(~neg_mask, float('-inf'))
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
     target = torch.zeros(logits.size(0), dtype=torch.long,
                          device=logits.device)
-    return F.cross_entropy(logits, target)
+    loss = F.cross_entropy(logits, target, reduction='none')
+    return _weighted_mean(loss, weight)
+
+
+def full_softmax_loss(query: Tensor, items: Tensor, target: Tensor,
+                      temperature: float = 0.1,
+                      query_index: Optional[Tensor] = None,
+                      reduction: str = 'mean') -> Tensor:
+    r"""Exact softmax over the whole catalogue with weighted targets:
+
+    .. math::
+        \ell = -rac{\sum_{q,j} w_{qj} \log \mathrm{softmax}_j(
+        \mathbf{z}_q \cdot \mathbf{z}_j / 	au)}{\sum_{q,j} w_{qj}}
+
+    Every item is a negative of every query (no sampling, no bias to
+    correct). The rows of :obj:`target` are the weighted co-engagement
+    targets of the queries (e.g. window-weighted forward and backward
+    pairs, aggregated per query item).
+
+    Args:
+        query (Tensor): Query embeddings ``[R, d]``.
+        items (Tensor): Embeddings of all items ``[N, d]``.
+        target (Tensor): Target weights ``[R, N]`` (dense, >= 0).
+        temperature (float): :math:`	au > 0`. (default: ``0.1``)
+        query_index (LongTensor, optional): The item id of each query
+            ``[R]``; an item never scores itself (masked out of the
+            softmax; its target weight must be 0).
+        reduction (str): ``mean`` (the weighted mean above) or ``sum``
+            (the numerator only, to combine chunks).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature})")
+    if target.shape != (query.size(0), items.size(0)):
+        raise ValueError(f"target must be [R, N] = [{query.size(0)}, "
+                         f"{items.size(0)}]; got {tuple(target.shape)}")
+    logits = query @ items.t() / temperature
+    if query_index is not None:
+        rows = torch.arange(query.size(0), device=logits.device)
+        logits = logits.index_put((rows, query_index.to(logits.device)),
+                                  logits.new_tensor(float('-inf')))
+    logp = F.log_softmax(logits, dim=-1)
+    target = target.to(logp.dtype)
+    # 0 * -inf (the masked self score) counts as 0:
+    num = -(target * logp.masked_fill(target == 0, 0.0)).sum()
+    if reduction == 'sum':
+        return num
+    if reduction != 'mean':
+        raise ValueError(f"reduction must be 'mean' or 'sum' (got "
+                         f"{reduction!r})")
+    return num / target.sum().clamp(min=1e-12)

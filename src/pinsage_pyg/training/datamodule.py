@@ -19,6 +19,7 @@ from pinsage_pyg.sampler import (BipartiteCSR, HardNegativeMiner,
                                  PinSageLinkLoader, PinSageSampler,
                                  importance_graph)
 from pinsage_pyg.training.distributed import check_world_size, mix_seed
+from pinsage_pyg.utils import gather_csr_rows
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,100 @@ class EpochLoader(PinSageLinkLoader):
         log.info("resuming epoch %d after batch %d", self.epoch, done)
 
 
+def weighted_positives(dataset: PinSageDataset, window: int = 1,
+                       decay: float = 1.0, backward: float = 0.0
+                       ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The training positives with their weights: ``(pairs [2, P],
+    weight [P], user [P])``. Every item engaged within :obj:`window` steps
+    after a query item is a positive with weight ``decay ** (d - 1)`` (``d``
+    steps apart); with :obj:`backward` > 0 every such pair also appears
+    reversed, with weight ``backward * decay ** (d - 1)`` (the item engaged
+    *before*: co-engagement is largely symmetric, and the reversed pairs
+    double the signal of every query item)."""
+    pairs, dist, user = dataset.positive_pairs(window, return_distance=True,
+                                               return_user=True)
+    weight = decay ** (dist.double() - 1)
+    if backward > 0:
+        pairs = torch.cat([pairs, pairs.flip(0)], dim=1)
+        weight = torch.cat([weight, backward * weight])
+        user = torch.cat([user, user])
+    return pairs, weight, user
+
+
+def aggregate_targets(pairs: Tensor, weight: Tensor, num_items: int
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Sums the weights of equal (query, positive) pairs into a CSR matrix
+    over items: ``(ptr [num_items + 1], col, weight)``, columns sorted
+    within each row."""
+    key = pairs[0] * num_items + pairs[1]
+    uniq, inv = torch.unique(key, return_inverse=True)
+    w = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(
+        0, inv, weight.double())
+    row, col = uniq // num_items, uniq % num_items
+    ptr = torch.zeros(num_items + 1, dtype=torch.long)
+    ptr[1:] = torch.bincount(row, minlength=num_items).cumsum(0)
+    return ptr, col, w.float()
+
+
+class _FullSoftmaxSteps(torch.utils.data.Dataset):
+    r"""The steps of one full-softmax epoch (one rank's), built by
+    :meth:`PinSageDataModule.full_step` (in the loader's workers)."""
+    def __init__(self, datamodule: 'PinSageDataModule', epoch: int,
+                 rank: int, world_size: int):
+        self.dm = datamodule
+        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+
+    def __len__(self) -> int:
+        return self.dm.full_steps_per_epoch()
+
+    def __getitem__(self, step: int) -> Data:
+        return self.dm.full_step(self.epoch, int(step), self.rank,
+                                 self.world_size)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Workers need the graph builder, not the trainer:
+        state = dict(self.__dict__)
+        dm = state['dm']
+        state['dm'] = dm.__class__.__new__(dm.__class__)
+        state['dm'].__dict__.update({k: v for k, v in dm.__dict__.items()
+                                     if k not in ('trainer', '_trainer')})
+        return state
+
+
+class FullSoftmaxLoader(DataLoader):
+    r"""One full-softmax epoch: :obj:`steps` batches, each the importance
+    graph of all items plus the step's query rows and their targets (see
+    :meth:`PinSageDataModule.full_step`). Resumable mid-epoch like
+    :class:`EpochLoader`: a step is a deterministic function of its
+    position."""
+    def __init__(self, dataset: _FullSoftmaxSteps, steps: int, epoch: int,
+                 trained: '_TrainedBatches', **kwargs):
+        self._order = _ResumableSequence(torch.arange(steps))
+        super().__init__(dataset, batch_size=None, sampler=self._order,
+                         collate_fn=_identity, **kwargs)
+        self.epoch = int(epoch)
+        self._trained = trained
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'epoch': self.epoch, 'batches': self._trained(),
+                'batch_size': 1, 'num_pairs': len(self._order)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if (int(state.get('epoch', -1)) != self.epoch
+                or int(state.get('num_pairs', -1)) != len(self._order)):
+            log.warning("checkpoint loader position %s does not match epoch "
+                        "%d's loader; replaying the epoch from its start",
+                        state, self.epoch)
+            return
+        done = int(state.get('batches', 0))
+        self._order.start = min(done, len(self._order))
+        log.info("resuming epoch %d after step %d", self.epoch, done)
+
+
+def _identity(x):
+    return x
+
+
 class PinSageDataModule(pl.LightningDataModule):
     r"""Serves PinSage training batches and evaluation queries.
 
@@ -135,7 +230,9 @@ class PinSageDataModule(pl.LightningDataModule):
                  context_size: Optional[int] = None,
                  positive_decay: float = 1.0,
                  pairs_per_epoch: Optional[int] = None,
-                 curriculum: Optional[Curriculum] = None):
+                 curriculum: Optional[Curriculum] = None,
+                 positive_backward: float = 0.0,
+                 full_softmax: Optional[Dict[str, Any]] = None):
         super().__init__()
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1 (got "
@@ -157,17 +254,22 @@ class PinSageDataModule(pl.LightningDataModule):
         # here so that `cuda` without a GPU fails at start-up:
         self.cfg.resolve_device()
         self._walk_csr: Optional[BipartiteCSR] = None
-        self.pairs, dist, self.pair_user = dataset.positive_pairs(
-            positive_window, return_distance=True, return_user=True)
         if not 0.0 < positive_decay <= 1.0:
             raise DataError(f"data.positives.decay must be in (0, 1] (got "
                             f"{positive_decay}).")
+        if not 0.0 <= positive_backward:
+            raise DataError(f"data.positives.backward must be >= 0 (got "
+                            f"{positive_backward}; 0: no backward pairs).")
         if pairs_per_epoch is not None and pairs_per_epoch < 1:
             raise DataError(f"data.positives.pairs_per_epoch must be >= 1 or "
                             f"null (got {pairs_per_epoch}).")
-        # A pair d steps apart is drawn with weight decay**(d - 1):
-        self.pair_weight = positive_decay ** (dist.double() - 1)
+        self.pairs, self.pair_weight, self.pair_user = weighted_positives(
+            dataset, positive_window, positive_decay, positive_backward)
         self.pairs_per_epoch = pairs_per_epoch
+        self.full_softmax = dict(full_softmax) if full_softmax is not None \
+            else None
+        self._targets: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._epoch_weight: Optional[Tensor] = None
         if self.pairs.size(1) == 0:
             raise DataError(f"{dataset.name}: no training positives (no user "
                             f"has two consecutive train interactions with "
@@ -324,26 +426,56 @@ class PinSageDataModule(pl.LightningDataModule):
         return self.pairs_per_epoch or self.pairs.size(1)
 
     def epoch_index(self, epoch: int) -> Optional[Tensor]:
-        r"""Which pairs one epoch trains on: ``None`` for every pair once,
-        or (with ``pairs_per_epoch`` or a distance decay < 1) a seeded
-        sample drawn with replacement by pair weight, redrawn every
-        epoch."""
-        uniform = bool((self.pair_weight == 1).all())
-        if self.pairs_per_epoch is None and uniform:
+        r"""Which pairs one epoch trains on: ``None`` for every pair once
+        (their weights then enter the loss, see :meth:`epoch_weight`), or
+        with ``pairs_per_epoch`` a seeded sample of that size drawn with
+        replacement by pair weight (redrawn every epoch; the loss is then
+        unweighted, the same objective in expectation)."""
+        if self.pairs_per_epoch is None:
             return None
         n = self.num_epoch_pairs
         gen = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
         return torch.multinomial(self.pair_weight, n, replacement=True,
                                  generator=gen)
 
+    def epoch_weight(self, epoch: int) -> Optional[Tensor]:
+        r"""The loss weight of each of :meth:`epoch_pairs`' pairs, or
+        ``None`` where they all weigh the same (uniform weights, or pairs
+        drawn by weight with ``pairs_per_epoch``)."""
+        if self.epoch_index(epoch) is not None or \
+                bool((self.pair_weight == 1).all()):
+            return None
+        return self.pair_weight.float()
+
+    def positive_log_q(self) -> Tensor:
+        r"""``log p(j)`` of every item as the positive of a training pair
+        (pair weights summed per positive item, normalised; ``-inf`` for an
+        item that is never a positive): the sampling distribution of the
+        in-batch negatives, for the logQ correction."""
+        w = torch.zeros(self.dataset.num_items, dtype=torch.float64)
+        w.index_add_(0, self.pairs[1], self.pair_weight.double())
+        return (w / w.sum()).log().float()
+
+    def target_csr(self) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""The full-softmax targets: the training pairs aggregated per
+        query item, as a CSR matrix ``(ptr [N + 1], col, weight)`` over
+        items (a pair's weight summed over its occurrences)."""
+        if self._targets is None:
+            self._targets = aggregate_targets(self.pairs, self.pair_weight,
+                                              self.dataset.num_items)
+        return self._targets
+
     def epoch_pairs(self, epoch: int) -> Tensor:
         r"""The positives ``[2, P]`` of one epoch (see :meth:`epoch_index`)."""
         idx = self.epoch_index(epoch)
         return self.pairs if idx is None else self.pairs[:, idx]
 
-    def train_dataloader(self) -> EpochLoader:
+    def train_dataloader(self):
+        if self.full_softmax is not None:
+            return self.full_softmax_dataloader()
         epoch, rank, world = self._epoch(), self.global_rank, self.world_size
         per_rank = check_world_size(self.batch_size, world)
+        self._epoch_weight = self.epoch_weight(epoch)
         graph = self.train_graph(epoch)
         idx = self.epoch_index(epoch)
         pairs = self.pairs if idx is None else self.pairs[:, idx]
@@ -366,6 +498,78 @@ class PinSageDataModule(pl.LightningDataModule):
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             persistent_workers=False,
         )
+
+    # -------------------------------------------------- full softmax ---
+    @property
+    def full_rows(self) -> Tensor:
+        r"""The query items of the full-softmax objective: every item with
+        at least one target."""
+        ptr = self.target_csr()[0]
+        return torch.nonzero(ptr[1:] > ptr[:-1]).view(-1)
+
+    def full_steps_per_epoch(self) -> int:
+        return int((self.full_softmax or {}).get('steps_per_epoch', 1))
+
+    def full_rows_per_step(self) -> int:
+        rows = (self.full_softmax or {}).get('rows_per_step')
+        n = int(self.full_rows.numel())
+        return n if rows is None else min(int(rows), n)
+
+    def full_step(self, epoch: int, step: int, rank: int = 0,
+                  world_size: int = 1) -> Data:
+        r"""Step :obj:`step` of :obj:`epoch` in full-softmax mode: the
+        importance graph of all items (a fresh one per step with
+        ``refresh_every_n_epochs=1``, else one per refresh version) with
+        ``x``, and ``rows`` (this rank's query items of the step: the next
+        ``rows_per_step`` of a seeded cyclic permutation of
+        :attr:`full_rows`) with their targets as a CSR ``target_ptr``,
+        ``target_col``, ``target_weight`` (columns are item ids). A
+        deterministic function of its arguments."""
+        every = self.cfg.refresh_every_n_epochs
+        steps = self.full_steps_per_epoch()
+        if every == 1:
+            version = epoch * steps + step
+        else:
+            version = (epoch // every if every > 0 else 0) * steps
+        graph = self.build_graph(seed=mix_seed(self.seed, version, 3))
+        rows_all = self.full_rows
+        per_step = self.full_rows_per_step()
+        n = rows_all.numel()
+        if per_step < n:
+            first = (epoch * steps + step) * per_step
+            cycle, start = divmod(first, n)
+            perm = torch.cat([rows_all[torch.randperm(
+                n, generator=torch.Generator().manual_seed(
+                    mix_seed(self.seed, c, 4)))] for c in (cycle, cycle + 1)])
+            rows = perm[start:start + per_step]
+        else:
+            rows = rows_all
+        per_rank = rows.numel() // world_size
+        if per_rank == 0:
+            raise DataError(f"{self.dataset.name}: {rows.numel()} query "
+                            f"items per step cannot be split over "
+                            f"{world_size} ranks.")
+        rows = rows[rank * per_rank:(rank + 1) * per_rank]
+        ptr, col, weight = self.target_csr()
+        sub_ptr, pos = gather_csr_rows(ptr, rows)
+        graph.rows = rows
+        graph.target_ptr = sub_ptr
+        graph.target_col = col[pos]
+        graph.target_weight = weight[pos]
+        graph.step = torch.tensor([epoch, step])
+        return graph
+
+    def full_softmax_dataloader(self) -> 'FullSoftmaxLoader':
+        epoch, rank, world = self._epoch(), self.global_rank, self.world_size
+        # Steps build their graph in the loader's workers; CUDA-side walks
+        # (sampler.device=cuda) stay in the main process.
+        workers = 0 if self.cfg.resolve_device().type == 'cuda' \
+            else self.num_workers
+        return FullSoftmaxLoader(
+            _FullSoftmaxSteps(self, epoch, rank, world),
+            steps=self.full_steps_per_epoch(), epoch=epoch,
+            trained=_TrainedBatches(self), num_workers=workers,
+            worker_init_fn=_worker_init if workers > 0 else None)
 
     def val_dataloader(self) -> DataLoader:
         user, target = self.dataset.val

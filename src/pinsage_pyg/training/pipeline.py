@@ -28,7 +28,7 @@ from pinsage_pyg.evaluation.protocols import (baseline_scorers,
                                               evaluate_scorers,
                                               evaluation_splits)
 from pinsage_pyg.config import (ConfigError, Curriculum, SamplerConfig,
-                                check_config)
+                                check_config, resolve_softmax_mode)
 from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
                                                 BestCheckpoint, FeatureSchema,
                                                 RNGStates,
@@ -169,6 +169,17 @@ def run(cfg: DictConfig,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     ds = load_dataset(cfg.data)
+    curriculum = Curriculum.from_config(
+        OmegaConf.to_container(cfg.curriculum, resolve=True)
+        if cfg.get('curriculum') is not None else None)
+    loss = resolve_softmax_mode(OmegaConf.to_container(cfg.loss),
+                                ds.num_items,
+                                curriculum.max_hard_negatives)
+    if loss.get('name') == 'softmax':
+        log.info("loss: %s softmax (%d items%s)", loss['mode'], ds.num_items,
+                 ', loss.mode=auto' if cfg.loss.get('mode') == 'auto'
+                 else '')
+    full = loss.get('full') or {} if loss.get('mode') == 'full' else None
     dm = PinSageDataModule(
         ds, num_layers=int(cfg.model.num_layers),
         sampler=SamplerConfig(**dict(cfg.sampler)),
@@ -178,13 +189,13 @@ def run(cfg: DictConfig,
         context_size=cfg.data.get('context_size'),
         positive_decay=float(cfg.data.positives.get('decay', 1.0)),
         pairs_per_epoch=cfg.data.positives.get('pairs_per_epoch'),
-        curriculum=Curriculum.from_config(
-            OmegaConf.to_container(cfg.curriculum, resolve=True)
-            if cfg.get('curriculum') is not None else None))
+        positive_backward=float(cfg.data.positives.get('backward', 0.0)),
+        curriculum=curriculum,
+        full_softmax=full)
     module = PinSageModule(
         model=dict(in_channels=ds.num_features,
                    **OmegaConf.to_container(cfg.model)),
-        loss=OmegaConf.to_container(cfg.loss),
+        loss=loss,
         optimizer=OmegaConf.to_container(cfg.optimizer), k=int(cfg.evaluate.k))
 
     k = int(cfg.evaluate.k)
@@ -253,7 +264,9 @@ def run(cfg: DictConfig,
     epochs_run = report.epochs_run()
     if epochs_run is None:
         epochs_run = max(0, epochs - start_epoch)
-    num_pairs = dm.num_epoch_pairs * epochs_run
+    num_pairs = (dm.num_epoch_pairs if full is None else
+                 dm.full_steps_per_epoch() * dm.full_rows_per_step()
+                 ) * epochs_run
 
     if ckpt.best_model_path:
         module = PinSageModule.load_from_checkpoint(ckpt.best_model_path,
