@@ -48,7 +48,8 @@ def test_compose_overrides_land(compose_train, monkeypatch, tmp_path):
     assert cfg.model.out_channels == 128  # untouched neighbour
     assert cfg.trainer.max_epochs == 5
     assert cfg.loss.name == 'softmax'
-    assert cfg.loss.temperature == 0.05 and 'margin' not in cfg.loss
+    assert cfg.loss.temperature == 0.1 and 'margin' not in cfg.loss
+    assert cfg.loss.mode == 'auto' and cfg.data.positives.window == 5
     check_config(cfg)
 
 
@@ -98,7 +99,8 @@ def test_help_lists_config_groups(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for line in ('data: files, movielens_100k, movielens_1m',
-                 'loss: max_margin, softmax', 'model: pinsage',
+                 'loss: full_softmax, max_margin, sampled_softmax, softmax',
+                 'positives: consecutive, window', 'model: pinsage',
                  'sampler: default', 'trainer: cpu, ddp, ddp_cpu, gpu'):
         assert line in out, out
     assert 'hidden_channels' in out

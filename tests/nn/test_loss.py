@@ -122,6 +122,19 @@ def test_full_softmax_masks_the_query_and_weights_targets():
     assert torch.isfinite(moved)
     with pytest.raises(ValueError, match=r'target must be \[R, N\]'):
         full_softmax_loss(q, items, target[:, :4])
+    # The sparse (CSR) form of the same targets gives the same loss and
+    # the same gradients:
+    sp = target.to_sparse_csr()
+    csr = (sp.crow_indices(), sp.col_indices(), sp.values())
+    qa, qb = q.clone().requires_grad_(), q.clone().requires_grad_()
+    dense = full_softmax_loss(qa, items, target, 0.2, rows)
+    sparse = full_softmax_loss(qb, items, csr, 0.2, rows)
+    assert torch.isclose(dense, sparse, atol=1e-6)
+    dense.backward()
+    sparse.backward()
+    assert torch.allclose(qa.grad, qb.grad, atol=1e-6)
+    with pytest.raises(ValueError, match='sparse target must be'):
+        full_softmax_loss(q, items, (csr[0][:2], csr[1], csr[2]))
 
 
 def test_full_softmax_gradient_is_expected_minus_target_embedding():

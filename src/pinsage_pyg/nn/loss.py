@@ -166,15 +166,15 @@ def sampled_softmax_loss(query: Tensor, pos: Tensor, neg: Tensor,
     return _weighted_mean(loss, weight)
 
 
-def full_softmax_loss(query: Tensor, items: Tensor, target: Tensor,
+def full_softmax_loss(query: Tensor, items: Tensor, target,
                       temperature: float = 0.1,
                       query_index: Optional[Tensor] = None,
                       reduction: str = 'mean') -> Tensor:
     r"""Exact softmax over the whole catalogue with weighted targets:
 
     .. math::
-        \ell = -rac{\sum_{q,j} w_{qj} \log \mathrm{softmax}_j(
-        \mathbf{z}_q \cdot \mathbf{z}_j / 	au)}{\sum_{q,j} w_{qj}}
+        \ell = -\frac{\sum_{q,j} w_{qj} \log \mathrm{softmax}_j(
+        \mathbf{z}_q \cdot \mathbf{z}_j / \tau)}{\sum_{q,j} w_{qj}}
 
     Every item is a negative of every query (no sampling, no bias to
     correct). The rows of :obj:`target` are the weighted co-engagement
@@ -184,8 +184,11 @@ def full_softmax_loss(query: Tensor, items: Tensor, target: Tensor,
     Args:
         query (Tensor): Query embeddings ``[R, d]``.
         items (Tensor): Embeddings of all items ``[N, d]``.
-        target (Tensor): Target weights ``[R, N]`` (dense, >= 0).
-        temperature (float): :math:`	au > 0`. (default: ``0.1``)
+        target (Tensor or tuple): Target weights, dense ``[R, N]`` (>= 0)
+            or sparse as a CSR triple ``(ptr [R + 1], col, weight)``
+            (cheaper: the scores of the targets are gathered, the
+            normaliser is one log-sum-exp per row).
+        temperature (float): :math:`\tau > 0`. (default: ``0.1``)
         query_index (LongTensor, optional): The item id of each query
             ``[R]``; an item never scores itself (masked out of the
             softmax; its target weight must be 0).
@@ -194,21 +197,43 @@ def full_softmax_loss(query: Tensor, items: Tensor, target: Tensor,
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (got {temperature})")
-    if target.shape != (query.size(0), items.size(0)):
-        raise ValueError(f"target must be [R, N] = [{query.size(0)}, "
-                         f"{items.size(0)}]; got {tuple(target.shape)}")
-    logits = query @ items.t() / temperature
-    if query_index is not None:
-        rows = torch.arange(query.size(0), device=logits.device)
-        logits = logits.index_put((rows, query_index.to(logits.device)),
-                                  logits.new_tensor(float('-inf')))
-    logp = F.log_softmax(logits, dim=-1)
-    target = target.to(logp.dtype)
-    # 0 * -inf (the masked self score) counts as 0:
-    num = -(target * logp.masked_fill(target == 0, 0.0)).sum()
-    if reduction == 'sum':
-        return num
-    if reduction != 'mean':
+    if reduction not in ('mean', 'sum'):
         raise ValueError(f"reduction must be 'mean' or 'sum' (got "
                          f"{reduction!r})")
-    return num / target.sum().clamp(min=1e-12)
+    r, n = query.size(0), items.size(0)
+    sparse = isinstance(target, (tuple, list))
+    if sparse:
+        ptr, col, weight = target
+        if ptr.numel() != r + 1 or col.numel() != weight.numel():
+            raise ValueError(f"sparse target must be (ptr [R + 1], col, "
+                             f"weight) with R = {r}; got ptr of "
+                             f"{ptr.numel()}, {col.numel()} columns and "
+                             f"{weight.numel()} weights")
+    elif target.shape != (r, n):
+        raise ValueError(f"target must be [R, N] = [{r}, {n}]; got "
+                         f"{tuple(target.shape)}")
+    logits = query @ items.t() / temperature
+    if query_index is not None:
+        rows = torch.arange(r, device=logits.device)
+        # In place: neither the matmul nor the division needs its output
+        # for the backward pass.
+        logits.index_put_((rows, query_index.to(logits.device)),
+                          logits.new_tensor(float('-inf')))
+    if sparse:
+        device = logits.device
+        ptr, col = ptr.to(device), col.to(device)
+        weight = weight.to(device=device, dtype=logits.dtype)
+        row = torch.repeat_interleave(torch.arange(r, device=device),
+                                      ptr[1:] - ptr[:-1])
+        lse = torch.logsumexp(logits, dim=1)
+        num = -(weight * (logits[row, col] - lse[row])).sum()
+        total = weight.sum()
+    else:
+        logp = F.log_softmax(logits, dim=-1)
+        target = target.to(logp.dtype)
+        # 0 * -inf (the masked self score) counts as 0:
+        num = -(target * logp.masked_fill(target == 0, 0.0)).sum()
+        total = target.sum()
+    if reduction == 'sum':
+        return num
+    return num / total.clamp(min=1e-12)

@@ -217,18 +217,13 @@ class PinSageModule(pl.LightningModule):
         chunk = max(1, 2 ** 24 // max(n, 1)) if chunk is None else int(chunk)
         total = tw.sum().clamp(min=1e-12)
 
-        def dense(lo: int, hi: int) -> Tensor:
+        def target(lo: int, hi: int):
             a, b = int(ptr[lo]), int(ptr[hi])
-            t = torch.zeros(hi - lo, n, device=query.device)
-            local = torch.repeat_interleave(
-                torch.arange(hi - lo, device=query.device),
-                (ptr[lo + 1:hi + 1] - ptr[lo:hi]).to(query.device))
-            t[local, col[a:b]] = tw[a:b]
-            return t
+            return (ptr[lo:hi + 1] - a, col[a:b], tw[a:b])
 
         q = query[rows]
         if chunk >= r:
-            loss = full_softmax_loss(q, item, dense(0, r), temp, rows,
+            loss = full_softmax_loss(q, item, target(0, r), temp, rows,
                                      reduction='sum') / total
             return loss, loss.detach()
         qd = q.detach().requires_grad_()
@@ -237,8 +232,9 @@ class PinSageModule(pl.LightningModule):
         with torch.enable_grad():
             for lo in range(0, r, chunk):
                 hi = min(lo + chunk, r)
-                part = full_softmax_loss(qd[lo:hi], idet, dense(lo, hi), temp,
-                                         rows[lo:hi], reduction='sum') / total
+                part = full_softmax_loss(qd[lo:hi], idet, target(lo, hi),
+                                         temp, rows[lo:hi],
+                                         reduction='sum') / total
                 part.backward()
                 value = value + part.detach()
         surrogate = (q * qd.grad).sum() + (item * idet.grad).sum()
