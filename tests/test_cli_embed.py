@@ -228,6 +228,42 @@ def test_cli_error_is_one_clear_line(trained, tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+def test_walk_chunk_size_is_a_memory_setting_only(trained, tmp_path):
+    # pinsage-embed walk_chunk_size=8 used to walk other walks (embeddings
+    # up to 0.087 away from the default's): the walks are keyed by item.
+    def embed(name, *extra):
+        embed_run(embed_cfg(trained, tmp_path / name, 'output.index=none',
+                            *extra))
+        return (tmp_path / name / 'item_embeddings.npy').read_bytes()
+
+    ref = embed('default')
+    for walk_chunk in (8, 31):
+        assert embed(f'w{walk_chunk}', f'walk_chunk_size={walk_chunk}') == \
+            ref, walk_chunk
+    # chunk_size splits the dense maths only: equal up to the rounding of
+    # the matrix kernels for another block shape.
+    got = np.load(tmp_path / 'default' / 'item_embeddings.npy')
+    embed('c5', 'chunk_size=5', 'walk_chunk_size=8')
+    other = np.load(tmp_path / 'c5' / 'item_embeddings.npy')
+    assert np.abs(other - got).max() < 1e-6
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077])
+def test_outputs_follow_the_umask(trained, tmp_path, umask):
+    import stat
+    old = os.umask(umask)
+    try:
+        embed_run(embed_cfg(trained, tmp_path / 'o'))
+    finally:
+        os.umask(old)
+    files = sorted(p for p in (tmp_path / 'o').iterdir())
+    assert [p.name for p in files] == ['embed.json', 'index.faiss',
+                                       'item_embeddings.npy',
+                                       'items.parquet']
+    for p in files:  # as open() creates them, not mkstemp's 0600
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name
+
+
 @pytest.mark.parametrize('value', ['bars', '1'])
 def test_bad_progress_value_is_refused(trained, tmp_path, value):
     with pytest.raises(ConfigError, match=r"progress must be one of "
