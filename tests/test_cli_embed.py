@@ -226,6 +226,7 @@ def test_cli_error_is_one_clear_line(trained, tmp_path):
               if ln.startswith('error:')]
     assert len(errors) == 1 and 'does not exist' in errors[0]
     assert 'Traceback' not in proc.stderr
+    assert 'does not exist' not in proc.stdout  # once, on stderr
 
 
 def test_walk_chunk_size_is_a_memory_setting_only(trained, tmp_path):
