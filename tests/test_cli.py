@@ -237,6 +237,8 @@ def test_bad_config_value_is_one_clear_error(tmp_path):
     assert len(errors) == 1, proc.stderr
     assert 'sampler.num_neighbors' in errors[0] and '>= 1' in errors[0]
     assert 'Traceback' not in proc.stderr + proc.stdout
+    # Once: not also logged to stdout by Hydra's console handler.
+    assert errors[0][len('error: '):] not in proc.stdout
     # It fails before any data is read or anything is trained.
     assert not (run_dir / 'embeddings').exists()
     assert not (run_dir / 'metrics.csv').exists()
@@ -261,6 +263,7 @@ def test_recommend_cli_on_e2e_embeddings(e2e, tmp_path):
     assert proc.returncode != 0
     assert 'error: Unknown item id' in proc.stderr
     assert 'Traceback' not in proc.stderr
+    assert 'Unknown item id' not in proc.stdout  # once, on stderr
 
 
 def test_bad_curriculum_is_one_clear_error_before_training(tmp_path):

@@ -90,11 +90,22 @@ def test_cli_end_to_end_matches_training_export(trained, tmp_path):
     out = tmp_path / 'emb'
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
-    proc = run_cli([*files_args(root), *SAMPLER, f'checkpoint={run_dir}',
+    # The default progress=auto, with stdout a pipe: log lines, no bars.
+    args = [a for a in SAMPLER if not a.startswith('progress=')]
+    proc = run_cli([*files_args(root), *args, f'checkpoint={run_dir}',
                     f'output.dir={out}'], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'embedded 75 items in' in proc.stdout
     assert 'items/s' in proc.stdout
+    stages = [ln for ln in proc.stdout.splitlines()
+              if ln.startswith('[') and '/7] ' in ln]
+    names = ['neighbors', 'encode'] + [
+        f'{s}{k}' for k in (1, 2) for s in ('project', 'layer')] + ['heads']
+    assert [ln.split(':')[0] for ln in stages] == [
+        f'[{i + 1}/7] {s}' for i, s in enumerate(names)]
+    assert all(': 75 items in ' in ln for ln in stages)
+    assert '\r' not in proc.stdout + proc.stderr
+    assert '/7] ' not in proc.stderr  # each line once
     assert list(cwd.iterdir()) == []  # nothing in the working directory
     # Same format as the training run's export, raw ids kept, and the same
     # numbers: the walks are the training run's evaluation graph.
@@ -215,6 +226,51 @@ def test_cli_error_is_one_clear_line(trained, tmp_path):
               if ln.startswith('error:')]
     assert len(errors) == 1 and 'does not exist' in errors[0]
     assert 'Traceback' not in proc.stderr
+    assert 'does not exist' not in proc.stdout  # once, on stderr
+
+
+def test_walk_chunk_size_is_a_memory_setting_only(trained, tmp_path):
+    # pinsage-embed walk_chunk_size=8 used to walk other walks (embeddings
+    # up to 0.087 away from the default's): the walks are keyed by item.
+    def embed(name, *extra):
+        embed_run(embed_cfg(trained, tmp_path / name, 'output.index=none',
+                            *extra))
+        return (tmp_path / name / 'item_embeddings.npy').read_bytes()
+
+    ref = embed('default')
+    for walk_chunk in (8, 31):
+        assert embed(f'w{walk_chunk}', f'walk_chunk_size={walk_chunk}') == \
+            ref, walk_chunk
+    # chunk_size splits the dense maths only: equal up to the rounding of
+    # the matrix kernels for another block shape.
+    got = np.load(tmp_path / 'default' / 'item_embeddings.npy')
+    embed('c5', 'chunk_size=5', 'walk_chunk_size=8')
+    other = np.load(tmp_path / 'c5' / 'item_embeddings.npy')
+    assert np.abs(other - got).max() < 1e-6
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077])
+def test_outputs_follow_the_umask(trained, tmp_path, umask):
+    import stat
+    old = os.umask(umask)
+    try:
+        embed_run(embed_cfg(trained, tmp_path / 'o'))
+    finally:
+        os.umask(old)
+    files = sorted(p for p in (tmp_path / 'o').iterdir())
+    assert [p.name for p in files] == ['embed.json', 'index.faiss',
+                                       'item_embeddings.npy',
+                                       'items.parquet']
+    for p in files:  # as open() creates them, not mkstemp's 0600
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name
+
+
+@pytest.mark.parametrize('value', ['bars', '1'])
+def test_bad_progress_value_is_refused(trained, tmp_path, value):
+    with pytest.raises(ConfigError, match=r"progress must be one of "
+                       r"\['auto', 'bar', 'log', 'none'\]"):
+        embed_run(embed_cfg(trained, tmp_path / 'o', f'progress={value}'))
+    assert not (tmp_path / 'o').exists()
 
 
 def test_memory_budget_and_window(trained, tmp_path):

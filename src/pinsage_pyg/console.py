@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Optional, Union
 
 log = logging.getLogger('pinsage_pyg')
 
@@ -45,3 +46,25 @@ def interactive() -> bool:
         return bool(sys.stdout.isatty())
     except (AttributeError, ValueError):  # replaced or closed stdout
         return False
+
+
+#: The values of a ``progress`` setting: ``auto`` (a bar on a terminal,
+#: log lines otherwise), ``bar``, ``log`` or ``none``.
+PROGRESS_MODES = ('auto', 'bar', 'log', 'none')
+
+
+def progress_mode(progress: Union[bool, str, None]) -> Optional[str]:
+    r"""What a ``progress`` setting shows here: ``'bar'`` (a progress bar
+    with carriage returns), ``'log'`` (log lines) or :obj:`None` (nothing).
+
+    ``'auto'`` (and :obj:`True`) is a bar when stdout is a terminal and log
+    lines when it is a file or pipe; :obj:`False`, :obj:`None` and
+    ``'none'`` show nothing."""
+    if progress is None or progress is False or progress == 'none':
+        return None
+    if progress is True or progress == 'auto':
+        return 'bar' if interactive() else 'log'
+    if progress in ('bar', 'log'):
+        return progress
+    raise ValueError(f"progress must be one of {list(PROGRESS_MODES)} or a "
+                     f"bool (got {progress!r})")

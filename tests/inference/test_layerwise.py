@@ -188,6 +188,85 @@ def test_corrupt_work_dir_and_bad_arguments(tmp_path):
                         **SAMPLER)
 
 
+def _stage_lines(records):
+    return [r.getMessage() for r in records
+            if r.name == 'pinsage_pyg.inference.layerwise']
+
+
+@pytest.mark.parametrize('progress', ['log', 'auto', True])
+def test_progress_off_a_terminal_is_one_log_line_per_stage(
+        tmp_path, caplog, capsys, monkeypatch, progress):
+    # pytest captures stdout (not a terminal): 'auto' logs, as 'log' does.
+    import pinsage_pyg.inference.layerwise as lw
+    monkeypatch.setattr(lw, 'LOG_INTERVAL_S', float('inf'))
+    torch.manual_seed(0)
+    csr, x = small_graph()
+    model = PinSage(10, 16, 8, num_layers=2).eval()
+    caplog.set_level('INFO', logger='pinsage_pyg.inference.layerwise')
+    layerwise_embed(model, x, csr, tmp_path, chunk_size=50,
+                    progress=progress, **SAMPLER)
+    lines = _stage_lines(caplog.records)
+    stages = ['neighbors', 'encode', 'project1', 'layer1', 'project2',
+              'layer2', 'heads']
+    assert lines == [f"[{i + 1}/7] {s}: 120 items in " + ln.split(' in ')[1]
+                     for i, (s, ln) in enumerate(zip(stages, lines))]
+    assert all(ln.endswith(' items/s)') for ln in lines)
+    out = capsys.readouterr()
+    assert '\r' not in out.out + out.err  # no bar
+    # A resumed run says which stages an earlier run finished:
+    caplog.clear()
+    layerwise_embed(model, x, csr, tmp_path, chunk_size=50,
+                    progress=progress, **SAMPLER)
+    assert _stage_lines(caplog.records) == [
+        f"[{i + 1}/7] {s}: done in an earlier run (resumed)"
+        for i, s in enumerate(stages)]
+
+
+def test_progress_log_lines_within_a_long_stage(tmp_path, caplog,
+                                                monkeypatch):
+    import pinsage_pyg.inference.layerwise as lw
+    monkeypatch.setattr(lw, 'LOG_INTERVAL_S', 0.0)  # every chunk is "long"
+    torch.manual_seed(0)
+    csr, x = small_graph()
+    model = PinSage(10, 16, 8, num_layers=1).eval()
+    caplog.set_level('INFO', logger='pinsage_pyg.inference.layerwise')
+    layerwise_embed(model, x, csr, tmp_path, chunk_size=50,
+                    walk_chunk_size=60, progress='log', **SAMPLER)
+    lines = _stage_lines(caplog.records)
+    encode = [ln for ln in lines if ln.startswith('[2/5] encode')]
+    # Chunks of 50 of 120 items: two progress lines, then the closing one.
+    assert [ln.split(', ')[0] for ln in encode[:2]] == [
+        '[2/5] encode: 50 of 120 items (41%)',
+        '[2/5] encode: 100 of 120 items (83%)']
+    assert all('items/s, about ' in ln and ln.endswith('s left')
+               for ln in encode[:2])
+    assert encode[2].startswith('[2/5] encode: 120 items in ')
+    assert len(encode) == 3
+    nbr = [ln for ln in lines if ln.startswith('[1/5] neighbors')]
+    assert len(nbr) == 2 and nbr[0].startswith(
+        '[1/5] neighbors: 60 of 120 items (50%)')
+
+
+def test_progress_bar_and_none(tmp_path, caplog, capsys):
+    torch.manual_seed(0)
+    csr, x = small_graph()
+    model = PinSage(10, 16, 8, num_layers=1).eval()
+    caplog.set_level('INFO', logger='pinsage_pyg.inference.layerwise')
+    layerwise_embed(model, x, csr, tmp_path / 'bar', chunk_size=50,
+                    progress='bar', **SAMPLER)
+    err = capsys.readouterr().err
+    assert 'encode' in err and 'layer1' in err and '\r' in err  # tqdm
+    assert _stage_lines(caplog.records) == []
+    for quiet in (False, None, 'none'):
+        layerwise_embed(model, x, csr, tmp_path / str(quiet), chunk_size=50,
+                        progress=quiet, **SAMPLER)
+    out = capsys.readouterr()
+    assert out.out == out.err == '' and _stage_lines(caplog.records) == []
+    with pytest.raises(ValueError, match='progress must be one of'):
+        layerwise_embed(model, x, csr, tmp_path / 'x', progress='bars',
+                        **SAMPLER)
+
+
 JOB = textwrap.dedent('''
     import sys, torch
     from pinsage_pyg.inference.layerwise import layerwise_embed

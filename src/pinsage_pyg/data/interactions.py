@@ -17,8 +17,9 @@ PathLike = Union[str, os.PathLike]
 
 
 class DataError(ValueError):
-    r"""A user-supplied dataset is malformed. The message names the input and
-    the fix."""
+    r"""A user-supplied dataset or input (a table, an item-user or
+    importance graph, a tensor of ids) is malformed. The message names the
+    input and the fix."""
 
 
 def read_table(path: PathLike, what: str = 'table',

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pinsage_pyg.config import ConfigError
+from pinsage_pyg.console import PROGRESS_MODES
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.inference.export import (INDEX_KINDS, atomic_write,
                                           build_faiss_index,
@@ -201,6 +202,10 @@ def _check(cfg: DictConfig) -> None:
             budget, (int, float)) or not budget >= 0):
         raise ConfigError(f"Invalid config: memory_budget_gib must be a "
                           f"number >= 0 or null (got {budget!r}).")
+    progress = cfg.get('progress')
+    if not isinstance(progress, bool) and progress not in PROGRESS_MODES:
+        raise ConfigError(f"Invalid config: progress must be one of "
+                          f"{list(PROGRESS_MODES)} (got {progress!r}).")
     kind = cfg.output.index
     if kind not in (*INDEX_KINDS, 'none', None):
         raise ConfigError(f"Invalid config: output.index must be one of "
@@ -267,7 +272,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         budget = cfg.get('memory_budget_gib')
         res = layerwise_embed(model, ds.x, csr, work, device=cfg.device,
                               keep_intermediate=False, overwrite=overwrite,
-                              progress=bool(cfg.progress),
+                              progress=cfg.progress,
                               memory_budget=None if budget is None
                               else int(float(budget) * 2**30), **args)
     except WorkDirMismatch as e:

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from pinsage_pyg.config import HardNegativeConfig
-from pinsage_pyg.sampler.walks import BipartiteCSR, importance_neighbors
+from pinsage_pyg.sampler.walks import (BipartiteCSR, _importance_neighbors,
+                                       check_ids)
 
 METHODS = ('auto', 'walk', 'power')
 #: ``method='auto'`` uses exact power iteration while ``items x edges`` (the
@@ -130,7 +131,7 @@ def personalized_pagerank(csr: BipartiteCSR, queries: Tensor,
                          f"{restart_prob})")
     if num_iters < 1:
         raise ValueError(f"num_iters must be >= 1 (got {num_iters})")
-    queries = queries.long()
+    queries = check_ids(queries, csr.num_items, 'PPR queries')
     b = queries.numel()
     to_user, to_item = transition_matrices(csr)
     e = torch.zeros(csr.num_items, b, device=queries.device)
@@ -177,7 +178,7 @@ def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
     if k < 1:
         raise ValueError(f"k must be >= 1 (got {k})")
     method = resolve_method(csr, method)
-    queries = queries.long()
+    queries = check_ids(queries, csr.num_items, 'PPR queries')
     b, device = queries.numel(), queries.device
     items = torch.full((b, k), -1, dtype=torch.long, device=device)
     scores = torch.zeros(b, k, device=device)
@@ -196,10 +197,9 @@ def ppr_topk(csr: BipartiteCSR, queries: Tensor, k: int,
         return items, scores
     if num_walks is None:
         num_walks = default_num_walks(k, walk_length)
-    row, item, weight = importance_neighbors(
-        csr, queries, num_neighbors=k, num_walks=num_walks,
-        walk_length=walk_length, restart_prob=restart_prob,
-        generator=generator)
+    row, item, weight = _importance_neighbors(
+        csr, queries, k, num_walks, walk_length, restart_prob, generator,
+        'auto', None, None)
     start = torch.searchsorted(row, torch.arange(b, device=device))
     rank = torch.arange(row.numel(), device=device) - start[row]
     items[row, rank] = item
@@ -240,7 +240,10 @@ class HardNegativeMiner:
         self.num_items = csr.num_items
         self.lo, self.hi = band_ranks(csr.num_items, c.band_start, c.band_end,
                                       c.band_max_start, c.band_max_end)
-        query_items = torch.unique(query_items.long())
+        query_items = torch.unique(check_ids(
+            query_items, csr.num_items, 'HardNegativeMiner query_items'))
+        user_items = check_ids(user_items, csr.num_items,
+                               'HardNegativeMiner user_items')
         gen = torch.Generator(device=query_items.device).manual_seed(c.seed)
         if batch_size is None:
             batch_size = max(1, max_batch_work // self.work_per_query(csr))
@@ -294,7 +297,8 @@ class HardNegativeMiner:
         if num > self.band_size:
             raise ValueError(f"{num} hard negatives per example, but the band "
                              f"[{self.lo}, {self.hi}) holds {self.band_size}")
-        row = self.row_of[query.long()]
+        row = self.row_of[check_ids(query, self.num_items,
+                                    'hard-negative queries')]
         if bool((row < 0).any()):
             raise ValueError("hard negatives requested for a query item that "
                              "was not given to the miner (query_items)")

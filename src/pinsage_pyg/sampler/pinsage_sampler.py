@@ -12,6 +12,8 @@ from torch_geometric.sampler import (BaseSampler, EdgeSamplerInput,
                                      NegativeSampling, NodeSamplerInput,
                                      SamplerOutput)
 
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.sampler.walks import check_ids
 from pinsage_pyg.utils import gather_csr_rows, index_to_ptr
 
 
@@ -27,6 +29,51 @@ def _unique_first(x: Tensor) -> Tuple[Tensor, Tensor]:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=x.device)
     return uniq[order], rank[inv]
+
+
+_BUILD = "build it with pinsage_pyg.sampler.importance_graph(...)"
+
+
+def _check_graph(data: Data) -> int:
+    r"""Checks the importance graph once, when the sampler is built (ids in
+    range, sorted by target, finite non-negative weights), and returns its
+    number of items; raises :class:`~pinsage_pyg.data.DataError`."""
+    if 'edge_index' not in data:
+        raise DataError(f"PinSageSampler needs the importance graph "
+                        f"(edge_index); {_BUILD}")
+    num_nodes = data.num_nodes
+    if num_nodes is None:
+        raise DataError(f"the importance graph has no num_nodes; {_BUILD}")
+    num_nodes = int(num_nodes)
+    edge_index = data.edge_index
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or \
+            edge_index.size(0) != 2:
+        shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) \
+            else type(edge_index).__name__
+        raise DataError(f"the importance graph's edge_index must have shape "
+                        f"[2, num_edges] (got {shape}); {_BUILD}")
+    for row, name in ((0, 'neighbour'), (1, 'target')):
+        check_ids(edge_index[row], num_nodes,
+                  f"the importance graph's edge_index[{row}] ({name})")
+    dst = edge_index[1]
+    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
+        raise DataError(f"The importance graph must be sorted by target "
+                        f"(edge_index[1]); {_BUILD}")
+    w = getattr(data, 'edge_weight', None)
+    if w is not None:
+        if not isinstance(w, Tensor) or w.shape != dst.shape or \
+                not w.is_floating_point():
+            got = f"{tuple(w.shape)} {w.dtype}" if isinstance(w, Tensor) \
+                else type(w).__name__
+            raise DataError(f"the importance graph's edge_weight must be a "
+                            f"float tensor [{dst.numel()}] (got {got}); "
+                            f"{_BUILD}")
+        if w.numel() and not bool((torch.isfinite(w) & (w >= 0)).all()):
+            bad = w[~(torch.isfinite(w) & (w >= 0))][0].item()
+            raise DataError(f"the importance graph's edge_weight holds "
+                            f"{bad}; the importance weights must be finite "
+                            f"and >= 0 ({_BUILD})")
+    return num_nodes
 
 
 class PinSageSampler(BaseSampler):
@@ -105,15 +152,8 @@ class PinSageSampler(BaseSampler):
                  seed: Optional[int] = None) -> None:
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
-        if 'edge_index' not in data:
-            raise ValueError("PinSageSampler needs the importance graph "
-                             "(pinsage_pyg.sampler.importance_graph(...))")
-        self.num_nodes = int(data.num_nodes)
-        src, dst = data.edge_index
-        if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
-            raise ValueError("The importance graph must be sorted by target "
-                             "(edge_index[1]); build it with "
-                             "importance_graph(...)")
+        self.num_nodes = _check_graph(data)
+        src, dst = data.edge_index.long()
         self.src, self.dst = src, dst
         self.ptr = index_to_ptr(dst, self.num_nodes)
         self.num_layers = num_layers
@@ -200,10 +240,12 @@ class PinSageSampler(BaseSampler):
     # ------------------------------------------------------------------
     def sample_from_nodes(self, inputs: NodeSamplerInput,
                           **kwargs) -> SamplerOutput:
-        seeds, _ = _unique_first(inputs.node.long().to(self.src.device))
-        if seeds.numel() != inputs.node.numel():
-            raise ValueError("PinSageSampler.sample_from_nodes expects unique "
-                             "seed nodes per batch")
+        node = check_ids(inputs.node, self.num_nodes,
+                         'PinSageSampler seed nodes')
+        seeds, _ = _unique_first(node.to(self.src.device))
+        if seeds.numel() != node.numel():
+            raise DataError("PinSageSampler.sample_from_nodes expects unique "
+                            "seed nodes per batch")
         out = self._expand(seeds)
         out.metadata = (inputs.input_id, inputs.time)
         return out
@@ -216,7 +258,15 @@ class PinSageSampler(BaseSampler):
         # The sampler works on its graph's device (the inputs may come
         # from a CPU loader or from PyG's input containers on the CPU).
         device = self.src.device
-        src, dst = inputs.row.long().to(device), inputs.col.long().to(device)
+        src = check_ids(inputs.row, self.num_nodes,
+                        'PinSageSampler pairs (row, the query items)')
+        dst = check_ids(inputs.col, self.num_nodes,
+                        'PinSageSampler pairs (col, the positive items)')
+        if src.numel() != dst.numel():
+            raise DataError(f"PinSageSampler pairs need one positive per "
+                            f"query (got {src.numel()} queries, "
+                            f"{dst.numel()} positives)")
+        src, dst = src.to(device), dst.to(device)
         num_pos = src.numel()
         neg = torch.empty(0, dtype=torch.long, device=src.device)
         gen = self._generator(inputs.input_id, src.device) \

@@ -10,6 +10,7 @@ fastest measured one that is installed.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,9 +19,52 @@ from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 
 from pinsage_pyg.data.dataset import ENGAGED_BY, ENGAGES
+from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.sampler.walk_backends import (compiled_random_walk,
                                                resolve_walk_backend)
 from pinsage_pyg.utils import index_to_ptr
+
+
+def check_ids(ids, size: int, what: str, of: str = 'items') -> Tensor:
+    r"""Checks that :obj:`ids` is a 1-D tensor of integer ids in
+    ``[0, size)`` and returns it as a LongTensor; raises
+    :class:`~pinsage_pyg.data.DataError` naming :obj:`what` otherwise.
+
+    The public entry points of the sampler call it once per call on their
+    id inputs (one min/max reduction and one host sync, nothing per hop or
+    per walk step), so a bad id ends in this error instead of an index
+    error deep in torch, and a float or negative id is never silently
+    truncated or wrapped round."""
+    if not isinstance(ids, Tensor):
+        raise DataError(f"{what} must be a tensor of integer ids (got "
+                        f"{type(ids).__name__}); pass a LongTensor")
+    if ids.dtype == torch.bool or ids.is_floating_point() or \
+            ids.is_complex():
+        raise DataError(f"{what} must hold integer ids (got dtype "
+                        f"{ids.dtype}); pass a LongTensor (a float id is "
+                        f"not truncated to an index)")
+    if ids.dim() != 1:
+        raise DataError(f"{what} must be a 1-D tensor of ids (got shape "
+                        f"{tuple(ids.shape)})")
+    ids = ids.long()
+    if ids.numel():
+        lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+        if lo < 0 or hi >= size:
+            bad = lo if lo < 0 else hi
+            raise DataError(f"{what} holds the id {bad}, outside [0, {size})"
+                            f" (the graph has {size} {of}); pass ids of "
+                            f"the graph's {of}")
+    return ids
+
+
+def _check_size(n, what: str) -> int:
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise DataError(f"{what} must be an integer (got {n!r})") from None
+    if n < 0:
+        raise DataError(f"{what} must be >= 0 (got {n})")
+    return n
 
 
 @dataclass
@@ -67,13 +111,13 @@ class BipartiteCSR:
         r"""Builds both CSRs from ``(user, item)`` edge lists. The items of
         a user keep the order of the input edges (a dataset's graph lists
         them chronologically), which windowed walks rely on."""
-        user, item = user.long(), item.long()
-        if user.numel() and (int(user.min()) < 0
-                             or int(user.max()) >= num_users):
-            raise ValueError(f"user index out of range [0, {num_users})")
-        if item.numel() and (int(item.min()) < 0
-                             or int(item.max()) >= num_items):
-            raise ValueError(f"item index out of range [0, {num_items})")
+        num_users = _check_size(num_users, 'num_users')
+        num_items = _check_size(num_items, 'num_items')
+        user = check_ids(user, num_users, 'user index of the edges', 'users')
+        item = check_ids(item, num_items, 'item index of the edges')
+        if user.numel() != item.numel():
+            raise DataError(f"the edges need one user per item (got "
+                            f"{user.numel()} users, {item.numel()} items)")
         iperm = torch.argsort(item * num_users + user)
         item_ptr = index_to_ptr(item, num_items)
         item_users = user[iperm]
@@ -368,7 +412,7 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
                          f"(got {restart_prob})")
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1 or None (got {window})")
-    start = start.long()
+    start = check_ids(start, csr.num_items, 'random_walk start')
     backend = resolve_walk_backend(backend, start.device, window=window)
     if backend != 'torch':
         if generator is None and key is not None:
@@ -381,8 +425,11 @@ def random_walk(csr: BipartiteCSR, start: Tensor, walk_length: int,
     if walk_id is None:
         walk_id = torch.arange(start.numel(), device=start.device)
     elif walk_id.shape != start.shape:
-        raise ValueError(f"walk_id must have the shape of start "
-                         f"{tuple(start.shape)} (got {tuple(walk_id.shape)})")
+        raise DataError(f"walk_id must have the shape of start "
+                        f"{tuple(start.shape)} (got {tuple(walk_id.shape)})")
+    elif walk_id.is_floating_point() or walk_id.dtype == torch.bool:
+        raise DataError(f"walk_id must hold integers (got dtype "
+                        f"{walk_id.dtype})")
     return _keyed_walk(csr, start, walk_id.long().to(start.device),
                        walk_length, restart_prob, int(key), window)
 
@@ -466,12 +513,26 @@ def importance_neighbors(
         sum to 1. A seed whose walks visit no other item (e.g. an isolated
         item) has no pairs.
     """
+    seeds = check_ids(seeds, csr.num_items, 'importance_neighbors seeds')
+    return _importance_neighbors(csr, seeds, num_neighbors, num_walks,
+                                 walk_length, restart_prob, generator,
+                                 backend, window, key)
+
+
+def _importance_neighbors(csr: BipartiteCSR, seeds: Tensor,
+                          num_neighbors: int, num_walks: int,
+                          walk_length: int, restart_prob: float,
+                          generator: Optional[torch.Generator],
+                          backend: str, window: Optional[int],
+                          key: Optional[int]
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    r""":func:`importance_neighbors` of seeds already checked
+    (:func:`check_ids`)."""
     if num_neighbors < 1:
         raise ValueError(f"num_neighbors (T) must be >= 1 "
                          f"(got {num_neighbors})")
     if num_walks < 1:
         raise ValueError(f"num_walks must be >= 1 (got {num_walks})")
-    seeds = seeds.long()
     n, width = seeds.numel(), num_walks * walk_length
     backend = resolve_walk_backend(backend, seeds.device, window=window)
     if backend != 'torch':
@@ -555,9 +616,15 @@ def importance_graph(
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
     device = csr.item_ptr.device
     num_items = csr.num_items
+    if x is not None and (x.dim() == 0 or x.size(0) != num_items):
+        rows = x.size(0) if x.dim() else 0
+        raise DataError(f"x has {rows} rows but the graph has {num_items} "
+                        f"items; pass one feature row per item")
     if nodes is None:
         nodes = torch.arange(num_items, device=device)
-    nodes = nodes.to(device)
+    else:  # checked once here, not per chunk
+        nodes = check_ids(nodes, num_items, 'importance_graph nodes').to(
+            device)
     backend = resolve_walk_backend(backend, device, window=window)
     gen, key = None, None
     if backend == 'torch':  # one key for every chunk: keyed by item
@@ -568,9 +635,10 @@ def importance_graph(
     rows, cols, weights = [], [], []
     for lo in range(0, nodes.numel(), chunk_size):
         chunk = nodes[lo:lo + chunk_size]
-        r, nbr, w = importance_neighbors(csr, chunk, num_neighbors, num_walks,
-                                         walk_length, restart_prob, gen,
-                                         backend, window, key=key)
+        r, nbr, w = _importance_neighbors(csr, chunk, num_neighbors,
+                                          num_walks, walk_length,
+                                          restart_prob, gen, backend, window,
+                                          key)
         rows.append(chunk[r])
         cols.append(nbr)
         weights.append(w)
@@ -583,8 +651,5 @@ def importance_graph(
     data = Data(edge_index=torch.stack([src, dst]), edge_weight=w,
                 num_nodes=num_items)
     if x is not None:
-        if x.size(0) != num_items:
-            raise ValueError(f"x has {x.size(0)} rows but the graph has "
-                             f"{num_items} items")
         data.x = x
     return data
