@@ -116,20 +116,20 @@ def test_new_yaml_keys_are_known_without_code(tmp_path, monkeypatch, compose):
     shutil.copytree(pkg, copy)
     with open(copy / 'loss' / 'max_margin.yaml', 'a') as f:
         f.write('new_option: 1\n')
-    (copy / 'positives').mkdir()
-    (copy / 'positives' / 'next.yaml').write_text('window: 1\n')
+    (copy / 'augment').mkdir()
+    (copy / 'augment' / 'next.yaml').write_text('window: 1\n')
     text = (copy / 'train.yaml').read_text().replace(
-        '  - loss: softmax\n', '  - loss: softmax\n  - positives: next\n')
+        '  - model: pinsage\n', '  - model: pinsage\n  - augment: next\n')
     (copy / 'train.yaml').write_text(text)
     monkeypatch.setattr(config_mod, '_configs_dir', lambda: copy)
     for fn in (config_mod.config_schema, config_mod.config_groups):
         fn.cache_clear()
     try:
-        check_override_keys(['+loss.new_option=2', 'positives.window=3'],
+        check_override_keys(['+loss.new_option=2', 'augment.window=3'],
                             'train')
-        with pytest.raises(ConfigError, match="did you mean 'positives."
+        with pytest.raises(ConfigError, match="did you mean 'augment."
                                               "window'"):
-            check_override_keys(['positives.windo=3'], 'train')
+            check_override_keys(['augment.windo=3'], 'train')
     finally:
         monkeypatch.undo()
         for fn in (config_mod.config_schema, config_mod.config_groups):

@@ -319,7 +319,8 @@ def check_loss(loss: Mapping[str, Any]) -> None:
                       ('chunk_rows', '>= 1, or null (automatic)'),
                       ('max_items', '>= 0 (loss.mode=auto: full softmax up '
                        'to this many items)'),
-                      ('lr', '> 0, or null (optimizer.lr)')):
+                      ('lr', '> 0, or null (optimizer.lr)'),
+                      ('refresh_every_n_steps', '>= 1')):
         if full.get(key) is None and key != 'steps_per_epoch':
             continue
         full.setdefault(key, 1)

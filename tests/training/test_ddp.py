@@ -85,8 +85,10 @@ class RecordRanks(pl.Callback):
         self.ids = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        # input_id: positions in the epoch's pairs (the same on all ranks)
-        self.ids.append((trainer.current_epoch, batch.input_id.cpu().clone()))
+        # input_id: positions in the epoch's pairs (the same on all ranks);
+        # full-softmax steps: the step's query items.
+        ids = batch.input_id if 'input_id' in batch else batch.rows
+        self.ids.append((trainer.current_epoch, ids.cpu().clone()))
 
     def on_train_end(self, trainer, module):
         torch.save({'ids': self.ids, 'world_size': trainer.world_size,
@@ -104,14 +106,18 @@ TINY = ['model.hidden_channels=16', 'model.out_channels=8',
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('mode', [
+    ['loss.mode=sampled'],
+    ['loss.mode=full', 'loss.full.steps_per_epoch=3']])
 def test_ddp_spawn_two_ranks_train_different_data_same_weights(
-        tiny_csv, compose_train, tmp_path):
+        tiny_csv, compose_train, tmp_path, mode):
     from pinsage_pyg.training.pipeline import run
-    single = run(compose_train([*tiny_csv, *TINY, 'trainer.max_epochs=1',
+    single = run(compose_train([*tiny_csv, *TINY, *mode,
+                                'trainer.max_epochs=1',
                                 f'output.dir={tmp_path / "single"}']))
     rec = tmp_path / 'ranks'
     rec.mkdir()
-    cfg = compose_train([*tiny_csv, *TINY, 'trainer=ddp_cpu',
+    cfg = compose_train([*tiny_csv, *TINY, *mode, 'trainer=ddp_cpu',
                          'trainer.strategy=ddp_spawn', 'trainer.max_epochs=2',
                          f'output.dir={tmp_path / "ddp"}'])
     summary = run(cfg, callbacks=[RecordRanks(str(rec))])

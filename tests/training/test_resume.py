@@ -117,9 +117,15 @@ def final_weights(run_dir: Path):
     return ckpt['state_dict'], ckpt['global_step']
 
 
-def test_mid_epoch_resume_replays_exactly(tiny_csv, compose_train, tmp_path):
+@pytest.mark.parametrize('mode', [
+    ['loss.mode=sampled'],
+    # 24 full-graph steps per epoch: step 36 is mid-way through epoch 2.
+    ['loss.mode=full', 'loss.full.steps_per_epoch=24',
+     'loss.full.rows_per_step=20']])
+def test_mid_epoch_resume_replays_exactly(tiny_csv, compose_train, tmp_path,
+                                          mode):
     from pinsage_pyg.training.pipeline import run
-    base = [*tiny_csv, *TINY, 'trainer.max_epochs=2',
+    base = [*tiny_csv, *TINY, *mode, 'trainer.max_epochs=2',
             'checkpoint.every_n_train_steps=4']
     saved = tmp_path / 'step36.ckpt'
     run(compose_train([*base, f'output.dir={tmp_path / "a"}']),

@@ -25,6 +25,8 @@ def test_warmup_then_exponential_decay_is_logged(tmp_path):
         'trainer.enable_progress_bar=false', 'trainer.log_every_n_steps=1',
         'optimizer.lr=0.001', 'optimizer.warmup_epochs=1',
         'optimizer.decay=0.5', 'optimizer.reference_batch_size=null',
+        # full-softmax steps take optimizer.lr too (their own rate unset):
+        'loss.full.lr=null', 'loss.full.steps_per_epoch=4',
         'evaluate.baselines=false',
         f'hydra.run.dir={tmp_path}/run'], capture_output=True, text=True,
         cwd=tmp_path, timeout=600)

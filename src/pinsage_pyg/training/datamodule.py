@@ -518,8 +518,9 @@ class PinSageDataModule(pl.LightningDataModule):
     def full_step(self, epoch: int, step: int, rank: int = 0,
                   world_size: int = 1) -> Data:
         r"""Step :obj:`step` of :obj:`epoch` in full-softmax mode: the
-        importance graph of all items (a fresh one per step with
-        ``refresh_every_n_epochs=1``, else one per refresh version) with
+        importance graph of all items (with ``refresh_every_n_epochs=1`` a
+        fresh one every ``loss.full.refresh_every_n_steps`` steps, else one
+        per refresh version of the epochs) with
         ``x``, and ``rows`` (this rank's query items of the step: the next
         ``rows_per_step`` of a seeded cyclic permutation of
         :attr:`full_rows`) with their targets as a CSR ``target_ptr``,
@@ -528,9 +529,10 @@ class PinSageDataModule(pl.LightningDataModule):
         every = self.cfg.refresh_every_n_epochs
         steps = self.full_steps_per_epoch()
         if every == 1:
-            version = epoch * steps + step
+            version = (epoch * steps + step) // max(1, int(
+                (self.full_softmax or {}).get('refresh_every_n_steps', 1)))
         else:
-            version = (epoch // every if every > 0 else 0) * steps
+            version = -1 - (epoch // every if every > 0 else 0)
         graph = self.build_graph(seed=mix_seed(self.seed, version, 3))
         rows_all = self.full_rows
         per_step = self.full_rows_per_step()
