@@ -70,6 +70,12 @@ class SamplerConfig:
     measured for that device among the installed ones, see
     :data:`~pinsage_pyg.sampler.walk_backends.AUTO_ORDER`), ``torch``,
     ``torch_cluster`` or ``pyg_lib``; see :meth:`resolve_backend`.
+
+    :obj:`train_num_neighbors` (:math:`T_{train}`, default :obj:`None`:
+    off) makes every training minibatch draw :math:`T_{train}` neighbours
+    per node from its top-T by importance instead of taking all T (see
+    :class:`~pinsage_pyg.sampler.PinSageSampler`); evaluation and
+    inference keep the full top-T.
     """
     num_neighbors: int = 50
     num_walks: int = 100
@@ -82,6 +88,7 @@ class SamplerConfig:
     device: str = 'cpu'
     backend: str = 'auto'
     window: Optional[int] = None
+    train_num_neighbors: Optional[int] = None
 
     def __post_init__(self) -> None:
         c = {'sampler': {f.name: getattr(self, f.name)
@@ -99,6 +106,10 @@ class SamplerConfig:
             _number(c, 'sampler.window', int, lambda v: v >= 1,
                     '>= 1 or null (null: walk anywhere in a user\'s '
                     'history)')
+        if self.train_num_neighbors is not None:
+            _number(c, 'sampler.train_num_neighbors', int,
+                    lambda v: v >= 1, '>= 1 or null (null: the full top-T '
+                    'neighbourhood in training batches)')
         _choice(c, 'sampler.device', SAMPLER_DEVICES)
         from pinsage_pyg.sampler.walk_backends import WALK_BACKENDS
         _choice(c, 'sampler.backend', WALK_BACKENDS)

@@ -57,3 +57,19 @@ def test_train_loader_batches_in_worker_process(dataset):
     user, query, target = next(iter(dm.val_dataloader()))
     assert (query >= 0).all()
     assert torch.equal(query, dataset.last_train_item()[user])
+
+
+def test_train_num_neighbors_reaches_the_training_batches(dataset):
+    dm = PinSageDataModule(dataset, 2, small(train_num_neighbors=2),
+                           batch_size=64)
+    batch = next(iter(dm.train_dataloader()))
+    # At most 2 distinct neighbours per target (of T=5), with the sampled
+    # weights on the batch:
+    indeg = torch.bincount(batch.edge_index[1],
+                           minlength=batch.num_nodes)
+    assert int(indeg.max()) <= 2
+    assert batch.edge_weight.numel() == batch.edge_index.size(1)
+    full = next(iter(PinSageDataModule(dataset, 2, small(),
+                                       batch_size=64).train_dataloader()))
+    assert int(torch.bincount(full.edge_index[1]).max()) > 2
+    assert batch.edge_index.size(1) < full.edge_index.size(1)

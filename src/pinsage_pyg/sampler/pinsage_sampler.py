@@ -142,6 +142,25 @@ class PinSageSampler(BaseSampler):
             run is reproducible and can resume mid-epoch. If :obj:`None`,
             the global (per-worker) random state is used.
             (default: :obj:`None`)
+        train_num_neighbors (int, optional): :math:`T_{train}`: in training
+            batches (:meth:`sample_from_edges`), every node whose
+            neighbourhood holds more than :math:`T_{train}` items keeps
+            only :math:`T_{train}` draws, with replacement, from its top-T
+            neighbours with probability proportional to their importance
+            (after the query-positive edges are removed); each distinct
+            neighbour drawn is weighted by its number of draws (scaled to
+            the node's importance mass). The importance-weighted mean of
+            the neighbour messages is then an unbiased estimate of the
+            full top-T one, while :math:`|S^{(k-1)}|` grows by at most
+            :math:`T_{train}` (not T) per node of :math:`S^{(k)}`. The
+            draws come after the negatives from the same generator
+            (deterministic given :obj:`seed` and the batch position; the
+            negatives are those drawn without it). Batches then carry the
+            sampled weights as ``edge_weight``
+            (:class:`PinSageLinkLoader`). :obj:`None`: the full top-T
+            neighbourhood. Node batches (:meth:`sample_from_nodes`,
+            inference) always use the full neighbourhood.
+            (default: :obj:`None`)
     """
     def __init__(self, data: Data, num_layers: int,
                  shared_negatives: bool = True,
@@ -149,13 +168,28 @@ class PinSageSampler(BaseSampler):
                  hard_negatives=None,
                  num_hard_negatives: int = 0,
                  pair_user: Optional[Tensor] = None,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 train_num_neighbors: Optional[int] = None) -> None:
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
+        if train_num_neighbors is not None and (
+                isinstance(train_num_neighbors, bool)
+                or int(train_num_neighbors) != train_num_neighbors
+                or train_num_neighbors < 1):
+            raise ValueError(f"train_num_neighbors must be an integer >= 1 "
+                             f"or None (got {train_num_neighbors!r})")
         self.num_nodes = _check_graph(data)
         src, dst = data.edge_index.long()
         self.src, self.dst = src, dst
         self.ptr = index_to_ptr(dst, self.num_nodes)
+        self.train_num_neighbors = None if train_num_neighbors is None \
+            else int(train_num_neighbors)
+        self.weight = data.edge_weight if self.train_num_neighbors is not \
+            None and 'edge_weight' in data else None
+        if self.train_num_neighbors is not None and self.weight is None:
+            raise ValueError("train_num_neighbors needs the importance "
+                             "weights (edge_weight) of the graph; build it "
+                             "with importance_graph(...)")
         self.num_layers = num_layers
         self.shared_negatives = shared_negatives
         self.exclude_pairs = exclude_pairs
@@ -187,13 +221,58 @@ class PinSageSampler(BaseSampler):
         r"""Ids of all edges pointing into :obj:`nodes` (grouped by node)."""
         return gather_csr_rows(self.ptr, nodes)[1]
 
-    def _expand(self, seeds: Tensor, forbidden: Optional[Tensor] = None
-                ) -> SamplerOutput:
-        r"""K-hop expansion of unique :obj:`seeds` (Algorithm 2)."""
+    def _subsample(self, eid: Tensor, row: Tensor, num_rows: int,
+                   generator: Optional[torch.Generator]
+                   ) -> Tuple[Tensor, Tensor]:
+        r""":obj:`train_num_neighbors` draws per row (with replacement, by
+        importance) from the in-edges :obj:`eid` of :obj:`num_rows` nodes
+        (:obj:`row` [E], sorted): the distinct edges drawn, still grouped
+        by row in their original order, and their weights (draw counts
+        scaled to the row's importance mass); rows with no more edges than
+        draws keep all of them with their own weights."""
+        k = self.train_num_neighbors
+        w = self.weight[eid].to(torch.float)
+        dev = eid.device
+        deg = torch.bincount(row, minlength=num_rows)
+        start = torch.cumsum(deg, 0) - deg
+        slot = torch.arange(eid.numel(), device=dev) - start[row]
+        width = int(deg.max()) if deg.numel() else 0
+        pad_w = torch.zeros(num_rows, max(width, 1), device=dev)
+        pad_w[row, slot] = w
+        keep = torch.zeros(num_rows, max(width, 1), dtype=torch.bool,
+                           device=dev)
+        keep[row, slot] = True
+        weight = pad_w.clone()
+        big = (deg > k).nonzero().view(-1)
+        if big.numel():
+            cdf = pad_w[big].cumsum(1)
+            mass = cdf[:, -1:]
+            u = torch.rand(big.numel(), k, generator=generator,
+                           device=dev) * mass
+            pick = torch.searchsorted(cdf, u, right=True)
+            pick = torch.minimum(pick, (deg[big] - 1).view(-1, 1))
+            count = torch.zeros_like(cdf).scatter_add_(
+                1, pick, torch.ones_like(u))
+            keep[big] = count > 0
+            weight[big] = count * (mass / k)
+        pad_e = torch.full((num_rows, max(width, 1)), -1, dtype=torch.long,
+                           device=dev)
+        pad_e[row, slot] = eid
+        return pad_e[keep], weight[keep]
+
+    def _expand(self, seeds: Tensor, forbidden: Optional[Tensor] = None,
+                generator: Optional[torch.Generator] = None,
+                subsample: bool = False) -> SamplerOutput:
+        r"""K-hop expansion of unique :obj:`seeds` (Algorithm 2); with
+        :obj:`subsample`, :obj:`train_num_neighbors` draws per node (see
+        :meth:`_subsample`) and the batch's weights as ``edge_weight`` of
+        the output."""
         num_nodes = self.num_nodes
         dev = seeds.device
+        subsample = subsample and self.train_num_neighbors is not None
         nodes = [seeds]
         edges: List[Tensor] = []
+        weights: List[Tensor] = []
         frontier = seeds
         # Masks and a local-index table sized to the item count instead of
         # unique / isin / binary-search relabelling (the K-hop set covers
@@ -206,7 +285,11 @@ class PinSageSampler(BaseSampler):
             pair_node[forbidden // num_nodes] = True
             pair_node[forbidden % num_nodes] = True
         for _ in range(self.num_layers):
-            eid = self._in_edges(frontier)
+            sub_ptr, eid = gather_csr_rows(self.ptr, frontier)
+            row = None
+            if subsample:
+                row = torch.arange(frontier.numel(), device=dev) \
+                    .repeat_interleave(sub_ptr[1:] - sub_ptr[:-1])
             if forbidden is not None and eid.numel() > 0:
                 s, tgt = self.src[eid], self.dst[eid]
                 cand = (pair_node[s] & pair_node[tgt]).nonzero().view(-1)
@@ -217,6 +300,12 @@ class PinSageSampler(BaseSampler):
                                        device=dev)
                     drop[cand[torch.isin(key, forbidden)]] = True
                     eid = eid[~drop]
+                    if row is not None:
+                        row = row[~drop]
+            if subsample:
+                eid, w = self._subsample(eid, row, frontier.numel(),
+                                         generator)
+                weights.append(w)
             edges.append(eid)
             mark = torch.zeros(num_nodes, dtype=torch.bool, device=dev)
             mark[self.src[eid]] = True
@@ -232,10 +321,16 @@ class PinSageSampler(BaseSampler):
         local[node] = torch.arange(node.numel(), device=dev)
         row = local[self.src[eid]]
         col = local[self.dst[eid]]
-        return SamplerOutput(
+        out = SamplerOutput(
             node=node, row=row, col=col, edge=eid,
             num_sampled_nodes=[n.numel() for n in nodes],
             num_sampled_edges=[e.numel() for e in edges])
+        if subsample:
+            # The sampled importance weights (PinSageLinkLoader puts them
+            # on the batch in place of the graph's edge_weight[edge]):
+            out.edge_weight = torch.cat(weights) if weights else \
+                torch.empty(0, device=dev)
+        return out
 
     # ------------------------------------------------------------------
     def sample_from_nodes(self, inputs: NodeSamplerInput,
@@ -298,7 +393,7 @@ class PinSageSampler(BaseSampler):
         if self.exclude_pairs and num_pos > 0:
             forbidden = torch.unique(torch.minimum(src, dst) * self.num_nodes
                                      + torch.maximum(src, dst))
-        out = self._expand(seeds, forbidden)
+        out = self._expand(seeds, forbidden, gen, subsample=True)
         src_index, dst_pos_index = inv[:num_pos], inv[num_pos:2 * num_pos]
         if neg_sampling is None:
             edge_label_index = torch.stack([src_index, dst_pos_index])
@@ -327,14 +422,19 @@ class PinSageLinkLoader(LinkLoader):
     r"""PyG's :class:`~torch_geometric.loader.LinkLoader` that also puts the
     per-pair hard negatives of :class:`PinSageSampler` on the batch, as
     ``batch.hard_neg_index [batch_size, num_hard_negatives]`` (local node
-    indices, like ``dst_neg_index``). Without hard negatives it behaves
-    exactly like :class:`~torch_geometric.loader.LinkLoader`."""
+    indices, like ``dst_neg_index``), and, with the sampler's
+    :obj:`train_num_neighbors`, the batch's sampled importance weights as
+    ``batch.edge_weight``. Otherwise it behaves exactly like
+    :class:`~torch_geometric.loader.LinkLoader`."""
     def filter_fn(self, out):
         transform, self.transform = self.transform, None
         try:
             data = super().filter_fn(out)
         finally:
             self.transform = transform
+        weight = getattr(out, 'edge_weight', None)
+        if weight is not None:
+            data.edge_weight = weight
         meta = getattr(out, 'metadata', None)
         if isinstance(meta, tuple) and len(meta) > 5:
             data.hard_neg_index = meta[5]

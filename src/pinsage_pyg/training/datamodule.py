@@ -487,7 +487,9 @@ class PinSageDataModule(pl.LightningDataModule):
                                  hard_negatives=self.miner,
                                  num_hard_negatives=stage.hard_negatives,
                                  pair_user=users,
-                                 seed=mix_seed(self.seed, epoch, rank, 2))
+                                 seed=mix_seed(self.seed, epoch, rank, 2),
+                                 train_num_neighbors=self.cfg
+                                 .train_num_neighbors)
         return EpochLoader(
             graph, link_sampler=sampler,
             edge_label_index=pairs,
