@@ -49,7 +49,7 @@ def test_compose_overrides_land(compose_train, monkeypatch, tmp_path):
     assert cfg.trainer.max_epochs == 5
     assert cfg.loss.name == 'softmax'
     assert cfg.loss.temperature == 0.1 and 'margin' not in cfg.loss
-    assert cfg.loss.mode == 'auto' and cfg.data.positives.window == 5
+    assert cfg.loss.mode == 'auto' and cfg.data.positives.window == 8
     check_config(cfg)
 
 

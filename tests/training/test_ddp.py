@@ -107,7 +107,7 @@ TINY = ['model.hidden_channels=16', 'model.out_channels=8',
 
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', [
-    ['loss.mode=sampled'],
+    ['loss.mode=sampled', 'positives=consecutive'],
     ['loss.mode=full', 'loss.full.steps_per_epoch=3']])
 def test_ddp_spawn_two_ranks_train_different_data_same_weights(
         tiny_csv, compose_train, tmp_path, mode):

@@ -23,7 +23,8 @@ TINY = ['model.hidden_channels=16', 'model.out_channels=8',
         'sampler.num_negatives=20', 'data.batch_size=64',
         'data.num_workers=0', 'evaluate.baselines=false',
         'output.faiss_index=false', 'output.embeddings=false',
-        'trainer.max_epochs=2', 'loss.mode=sampled']
+        'trainer.max_epochs=2', 'loss.mode=sampled',
+        'positives=consecutive']
 
 
 def test_redirected_cli_logs_one_line_per_epoch_and_each_message_once(

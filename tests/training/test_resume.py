@@ -118,7 +118,7 @@ def final_weights(run_dir: Path):
 
 
 @pytest.mark.parametrize('mode', [
-    ['loss.mode=sampled'],
+    ['loss.mode=sampled', 'positives=consecutive'],
     # 24 full-graph steps per epoch: step 36 is mid-way through epoch 2.
     ['loss.mode=full', 'loss.full.steps_per_epoch=24',
      'loss.full.rows_per_step=20']])

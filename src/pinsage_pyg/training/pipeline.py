@@ -176,9 +176,13 @@ def run(cfg: DictConfig,
                                 ds.num_items,
                                 curriculum.max_hard_negatives)
     if loss.get('name') == 'softmax':
-        log.info("loss: %s softmax (%d items%s)", loss['mode'], ds.num_items,
-                 ', loss.mode=auto' if cfg.loss.get('mode') == 'auto'
-                 else '')
+        full_lr = (loss.get('full') or {}).get('lr')
+        log.info("loss: %s softmax (%d items%s)%s", loss['mode'],
+                 ds.num_items, ', loss.mode=auto' if
+                 cfg.loss.get('mode') == 'auto' else '',
+                 f"; full-graph steps at Adam lr {full_lr} (loss.full.lr; "
+                 f"optimizer.lr is the minibatch modes')"
+                 if loss['mode'] == 'full' and full_lr is not None else '')
     full = loss.get('full') or {} if loss.get('mode') == 'full' else None
     dm = PinSageDataModule(
         ds, num_layers=int(cfg.model.num_layers),
