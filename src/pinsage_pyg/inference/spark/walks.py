@@ -215,10 +215,13 @@ def _top_t_fn(num_walks: int, walk_length: int, num_neighbors: int):
     return top_t
 
 
-def local_csr(user_id, item_id, timestamp=None) -> BipartiteCSR:
+def local_csr(user_id, item_id, timestamp=None,
+              num_users: Optional[int] = None,
+              num_items: Optional[int] = None) -> BipartiteCSR:
     r"""The local graph that the Spark walks walk on, for comparison: the
-    :class:`~pinsage_pyg.sampler.walks.BipartiteCSR` over ``max id + 1``
-    users and items with every user's items ordered by
+    :class:`~pinsage_pyg.sampler.walks.BipartiteCSR` over
+    :obj:`num_users` users and :obj:`num_items` items (default: the
+    largest id + 1) with every user's items ordered by
     :obj:`timestamp`, then item id (the order of the Spark job's user
     lists). ``importance_graph(local_csr(...), ..., seed=seed,
     backend='torch')`` is then what :func:`spark_importance_neighbors`
@@ -230,7 +233,9 @@ def local_csr(user_id, item_id, timestamp=None) -> BipartiteCSR:
     order = np.lexsort((item, t, user))
     return BipartiteCSR.from_edges(
         torch.from_numpy(user[order]), torch.from_numpy(item[order]),
+        num_users if num_users is not None else
         int(user.max()) + 1 if len(user) else 0,
+        num_items if num_items is not None else
         int(item.max()) + 1 if len(item) else 0)
 
 
