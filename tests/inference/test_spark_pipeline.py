@@ -124,8 +124,8 @@ def test_resume_after_a_failed_layer(spark, tmp_path, monkeypatch):
         ['layer_0', 'layer_1']  # whole layers only, nothing half-written
     summary = spark_pipeline(spark, inter, items, model_path, out, **run)
     assert summary['reused'] == ['neighbors', 'layer_0', 'layer_1']
-    g = importance_graph(local_csr(user, item, num_items=40), x, seed=4, backend='torch',
-                         **WALKS)
+    g = importance_graph(local_csr(user, item, num_items=40), x, seed=4,
+                         backend='torch', **WALKS)
     _, local = model.inference(x, g.edge_index, g.edge_weight)
     ids, emb, _ = read_embeddings(out / 'embeddings')
     np.testing.assert_array_equal(ids, np.arange(40))

@@ -145,7 +145,7 @@ def spark_pipeline(
         out_path: Output directory (local or a Hadoop URI).
         num_neighbors, num_walks, walk_length, restart_prob, seed: The
             walks (see
-            :func:`~pinsage_pyg.inference.spark.walks.spark_importance_neighbors`).
+            :func:`.walks.spark_importance_neighbors`).
         index_dir: Local directory for the embeddings files and the faiss
             index, written by the driver. (default: ``out/index`` when
             :obj:`out_path` is local; required for a Hadoop URI)

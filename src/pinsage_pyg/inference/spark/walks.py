@@ -346,7 +346,9 @@ def compute_neighbors(spark, interactions, max_item: int, num_items: int,
                                   AT_USER_SCHEMA)
             walkers = at_user.select(_group_of('user', keys), '*') \
                 .groupBy('g').cogroup(user_adj.groupBy('g')) \
-                .applyInArrow(_user_side_fn(step, threshold, step == walk_length - 1), WALKER_SCHEMA)
+                .applyInArrow(_user_side_fn(step, threshold,
+                                            step == walk_length - 1),
+                              WALKER_SCHEMA)
             path = f"{work}/step_{step}"
             write_atomic(fs, walkers, path, tag)
             walkers = spark.read.parquet(path)
