@@ -11,6 +11,7 @@ import pytest
 
 from pinsage_pyg.config import ConfigError
 from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.inference.spark import main
 from pinsage_pyg.inference.spark.walks import (local_csr,
                                                spark_importance_neighbors)
 from pinsage_pyg.sampler.walks import importance_graph
@@ -131,3 +132,18 @@ def test_bad_interactions_leave_no_output(spark, interactions, tmp_path):
     assert list(out.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == \
         ['nb']  # no temporary directories left next to it
+
+
+def test_cli_neighbors_reports_errors(spark, interactions, tmp_path, capsys):
+    _, path = interactions
+    with pytest.raises(SystemExit) as exc:
+        main(['neighbors', '--interactions', str(tmp_path / 'missing'),
+              '--out', str(tmp_path / 'nb')])
+    assert exc.value.code == 2
+    assert "error: interactions '" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(['neighbors', '--interactions', path, '--out',
+              str(tmp_path / 'nb'), '--restart-prob', '1.5'])
+    assert exc.value.code == 2
+    assert 'restart_prob must be in [0, 1)' in capsys.readouterr().err
+    assert not (tmp_path / 'nb').exists()
