@@ -9,18 +9,22 @@
 # EXT=1 also builds the compiled backends torch-scatter, torch-sparse and
 # torch-cluster (the [ext] extra; ~12 min each on 2 cores the first time,
 # pip's wheel cache afterwards) and makes their parity tests mandatory
-# (PINSAGE_REQUIRE_EXT=1: fail, not skip, if they are missing). CI runs
-# it with EXT=1.
+# (PINSAGE_REQUIRE_EXT=1: fail, not skip, if they are missing). SPARK=1
+# makes sure Java 17+ is there for the Spark tests (.ci/ensure-java: the
+# one found on JAVA_HOME / PATH, else Debian's headless OpenJDK when run as
+# root) and makes them mandatory (PINSAGE_REQUIRE_SPARK=1). CI runs with
+# EXT=1 SPARK=1.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 ARGS ?=
 EXT ?= 0
+SPARK ?= 0
 BIN := $(VENV)/bin
 EXT_PKGS := 'torch-scatter>=2.1.2' 'torch-sparse>=0.6.18' 'torch-cluster>=1.6.3'
 
-.PHONY: install train test clean
+.PHONY: install java train test clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,17 +40,24 @@ $(BIN)/.installed-ext: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet --no-build-isolation $(EXT_PKGS)
 	touch $@
 
+# Java for the Spark tests (checked every run: it lives outside the venv).
+java:
+	.ci/ensure-java
+
 ifeq ($(EXT),1)
 install: $(BIN)/.installed $(BIN)/.installed-ext
 else
 install: $(BIN)/.installed
+endif
+ifeq ($(SPARK),1)
+install: java
 endif
 
 train: install
 	$(BIN)/pinsage-train $(ARGS)
 
 test: install
-	PINSAGE_REQUIRE_EXT=$(EXT) $(BIN)/python -m pytest -q $(ARGS)
+	PINSAGE_REQUIRE_EXT=$(EXT) PINSAGE_REQUIRE_SPARK=$(SPARK) $(BIN)/python -m pytest -q $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

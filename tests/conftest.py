@@ -73,3 +73,41 @@ def require_ext():
                 pytest.fail(reason + " -- PINSAGE_REQUIRE_EXT is set")
             pytest.skip(reason)
     return _require
+
+
+def _require_spark_set() -> bool:
+    import os
+    return os.environ.get('PINSAGE_REQUIRE_SPARK', '') not in ('', '0')
+
+
+@pytest.fixture(scope='session')
+def spark():
+    r"""One ``local[2]`` SparkSession for the whole test session (Spark's
+    start-up costs seconds). Skips when pyspark (the ``[spark]`` extra) or
+    Java 17+ is missing; with ``PINSAGE_REQUIRE_SPARK=1`` (set by
+    ``make test SPARK=1`` and ``.ci/run``, which install both) the test
+    fails instead, so CI never skips the Spark tests silently."""
+    reason = None
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as e:
+        reason = (f"pyspark is not importable ({e}): pip install "
+                  f"'pinsage_pyg[spark]'")
+    session = None
+    if reason is None:
+        from pinsage_pyg.inference.spark import spark_session
+        try:
+            session = spark_session('local[2]', shuffle_partitions=2)
+        except Exception as e:  # no Java, or one that cannot start Spark
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = (f"Spark could not start ({first}); it needs Java 17+ "
+                      f"(JAVA_HOME or java on PATH; .ci/ensure-java installs"
+                      f" it)")
+    if reason is not None:
+        if _require_spark_set():
+            pytest.fail(reason + " -- PINSAGE_REQUIRE_SPARK is set",
+                        pytrace=False)
+        pytest.skip(reason)
+    session.sparkContext.setLogLevel('ERROR')
+    yield session
+    session.stop()

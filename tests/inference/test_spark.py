@@ -6,12 +6,12 @@ Tolerance: max abs difference < 1e-5 on every coordinate of every item's
 L2-normalised float32 embedding (Spark pools in float64, torch in float32;
 the observed difference is ~1e-7).
 
-One SparkSession for the module; needs ``pip install pinsage_pyg[spark]``
-and Java 17 (skipped otherwise). Tests that run a whole Spark job are
+One SparkSession for the test session (the ``spark`` fixture of
+``tests/conftest.py``); needs ``pip install pinsage_pyg[spark]`` and Java
+17+ (skipped otherwise; a failure with ``PINSAGE_REQUIRE_SPARK=1``, as in
+CI). Tests that run a whole Spark job are
 marked slow (Spark's fixed cost per job is seconds on a small machine).
 """
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +19,14 @@ import pandas as pd
 import pytest
 import torch
 
-pytest.importorskip('pyspark', reason='the Spark job needs the [spark] extra '
-                    '(pip install pinsage_pyg[spark])')
-if shutil.which('java') is None and not os.environ.get('JAVA_HOME'):
-    pytest.skip('the Spark job needs Java (JDK 17)', allow_module_level=True)
-
-from pinsage_pyg.config import ConfigError  # noqa: E402
-from pinsage_pyg.data.interactions import DataError  # noqa: E402
-from pinsage_pyg.inference.spark import (  # noqa: E402
+from pinsage_pyg.config import ConfigError
+from pinsage_pyg.data.interactions import DataError
+from pinsage_pyg.inference.spark import (
     export_inputs, export_items, export_neighbors, load_model, main,
-    read_embeddings, save_model, spark_layerwise_embed, spark_session)
-from pinsage_pyg.nn.model import PinSage  # noqa: E402
+    read_embeddings, save_model, spark_layerwise_embed)
+from pinsage_pyg.nn.model import PinSage
 
 TOL = 1e-5
-
-
-@pytest.fixture(scope='module')
-def spark():
-    session = spark_session('local[2]', shuffle_partitions=2)
-    session.sparkContext.setLogLevel('ERROR')
-    yield session
-    session.stop()
 
 
 def _assert_parity(out_dir, model, x, edge_index, edge_weight):

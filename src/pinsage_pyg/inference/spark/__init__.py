@@ -14,10 +14,14 @@ from pinsage_pyg.inference.spark.job import (  # noqa: F401
     export_items, export_neighbors, group_keys, load_model, model_kwargs,
     pack_vectors, read_embeddings, save_model, spark_layerwise_embed,
     spark_session, unpack_vectors)
+from pinsage_pyg.inference.spark.walks import (  # noqa: F401
+    local_csr, spark_importance_neighbors)
+from pinsage_pyg.inference.spark.pipeline import spark_pipeline  # noqa: F401
 from pinsage_pyg.inference.spark.cli import main  # noqa: F401
 
 __all__ = [
     'export_inputs', 'export_items', 'export_neighbors', 'load_model',
-    'main', 'model_kwargs', 'read_embeddings', 'save_model',
-    'spark_layerwise_embed', 'spark_session',
+    'local_csr', 'main', 'model_kwargs', 'read_embeddings', 'save_model',
+    'spark_importance_neighbors', 'spark_layerwise_embed', 'spark_pipeline',
+    'spark_session',
 ]

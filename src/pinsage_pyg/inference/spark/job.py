@@ -319,51 +319,55 @@ def _worker_model(broadcast, key: str, threads: int) -> PinSage:
     return model
 
 
-def pack_vectors(x: Union[np.ndarray, Tensor]):
+def pack_vectors(x: Union[np.ndarray, Tensor], dtype=np.float32):
     r"""A float32 ``[n, d]`` matrix as an Arrow ``binary`` column, one
     ``4 d``-byte value per row, without a copy. The job's intermediate
     tables hold vectors this way: Spark moves a binary value as one
     ``memcpy`` (in shuffles, Parquet and the Arrow exchange with Python),
-    where an ``array<float>`` costs a per-element copy in the JVM."""
+    where an ``array<float>`` costs a per-element copy in the JVM.
+    :obj:`dtype` packs another fixed-size type (the walks' int64 visits)."""
     import pyarrow as pa
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=dtype)
     n, d = x.shape
-    nbytes = n * d * 4
+    size = x.dtype.itemsize
+    nbytes = n * d * size
     otype, odt = (pa.binary(), np.int32) if nbytes < 2**31 else \
         (pa.large_binary(), np.int64)
-    offsets = np.arange(0, nbytes + 1, d * 4, dtype=odt) if d else \
+    offsets = np.arange(0, nbytes + 1, d * size, dtype=odt) if d else \
         np.zeros(n + 1, dtype=odt)
     return pa.Array.from_buffers(otype, n, [None, pa.py_buffer(offsets),
                                             pa.py_buffer(x.reshape(-1))])
 
 
-def unpack_vectors(col, dim: int) -> np.ndarray:
+def unpack_vectors(col, dim: int, dtype=np.float32) -> np.ndarray:
     r"""The inverse of :func:`pack_vectors`: a binary column (``Array`` or
     ``ChunkedArray``) of ``4 dim``-byte values as a float32
     ``[n, dim]`` matrix (zero-copy where the buffer is aligned)."""
     import pyarrow as pa
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     n = len(col)
     if n == 0:
-        return np.zeros((0, dim), dtype=np.float32)
+        return np.zeros((0, dim), dtype=dtype)
     if col.null_count:
         raise DataError(f"{col.null_count} rows without a vector in an "
                         f"intermediate table of the Spark job.")
     odt = np.int64 if pa.types.is_large_binary(col.type) else np.int32
     bufs = col.buffers()
     off = np.frombuffer(bufs[1], dtype=odt)[col.offset:col.offset + n + 1]
-    if not (np.diff(off) == dim * 4).all():
+    if not (np.diff(off) == dim * size).all():
         raise DataError(f"an intermediate table of the Spark job holds "
                         f"vectors of another length than {dim} (a layer "
                         f"written by another model?).")
     out = np.frombuffer(bufs[2], dtype=np.uint8, count=int(off[-1] - off[0]),
                         offset=int(off[0]))
-    if off[0] % 4:
+    if off[0] % size:
         out = out.copy()
-    return out.view(np.float32).reshape(n, dim)
+    return out.view(dtype).reshape(n, dim)
 
 
 def list_vectors(col, dim: int) -> np.ndarray:
