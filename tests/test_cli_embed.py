@@ -90,8 +90,9 @@ def test_cli_end_to_end_matches_training_export(trained, tmp_path):
     out = tmp_path / 'emb'
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
+    # graph=train: the training run's graph (its leave-last-out split):
     proc = run_cli([*files_args(root), *SAMPLER, f'checkpoint={run_dir}',
-                    f'output.dir={out}'], cwd)
+                    f'output.dir={out}', 'graph=train'], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'embedded 75 items in' in proc.stdout
     assert 'items/s' in proc.stdout
@@ -112,7 +113,7 @@ def test_cli_end_to_end_matches_training_export(trained, tmp_path):
     assert summary['num_items'] == 75 and summary['index'] == 'flat'
     assert not (out / '.work').exists()
     # A re-run with the same arguments has nothing to do:
-    again = embed_run(embed_cfg(trained, out))
+    again = embed_run(embed_cfg(trained, out, 'graph=train'))
     assert again['manifest'] == summary['manifest']
 
 

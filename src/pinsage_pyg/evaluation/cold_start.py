@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from pinsage_pyg.data.dataset import PinSageDataset
+from pinsage_pyg.data.dataset import GRAPH_FEATURES, PinSageDataset
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.evaluation.baselines import (EmbeddingScorer, Scorer,
                                               cooccurrence_scorer,
@@ -57,10 +57,6 @@ __all__ = [
     'GRAPH_FEATURES',
 ]
 
-#: Feature columns computed from the interactions, not from the item
-#: table (left out of the raw-feature cosine baseline).
-GRAPH_FEATURES = ('log_degree', 'mean_engagement_time',
-                  'last_engagement_time')
 
 
 class NewItemSplit(NamedTuple):
