@@ -59,7 +59,8 @@ def load(name: str):
         from pinsage_pyg.data.synthetic import synthetic_interactions
         inter, items = synthetic_interactions(
             num_users=600, num_items=800, num_interactions=30000,
-            num_clusters=16, stay_prob=0.85, feature_noise=0.5, with_cluster=True, seed=0)
+            num_clusters=16, stay_prob=0.85, feature_noise=0.5,
+            with_cluster=True, release_share=0.5, seed=0)
         truth = items['cluster'].to_numpy()
         return inter, items.drop(columns='cluster'), SYNTH_FEATURES, truth
     from pinsage_pyg.data.movielens import fetch_movielens
