@@ -78,14 +78,6 @@ def multi_hot(values: Sequence, sep: str = '|'
     return out, vocab
 
 
-def standardize(x: np.ndarray) -> np.ndarray:
-    r"""Column-wise zero mean, unit variance (constant columns become 0)."""
-    x = x.astype(np.float64)
-    mean = x.mean(axis=0, keepdims=True)
-    std = x.std(axis=0, keepdims=True)
-    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-
-
 #: ``{feature name: {'mean', 'std', 'min', 'max'}}``: the raw statistics
 #: of the standardised feature columns (see :func:`standardize_column`).
 FeatureStats = Dict[str, Dict[str, float]]
@@ -109,7 +101,8 @@ def standardize_column(x: np.ndarray, name: str,
     own = (stats or {}).get(name)
     if own is None:
         own = dict(mean=float(x.mean()), std=float(x.std()),
-                   min=float(x.min()), max=float(x.max()))
+                   min=float(x.min()), max=float(x.max())) if x.size else \
+            dict(mean=0.0, std=1.0, min=0.0, max=0.0)
     elif clip:
         x = np.clip(x, own['min'], own['max'])
     if stats_out is not None:
