@@ -124,6 +124,12 @@ def main():
     items_p, old_p, full_p = (work / 'items.parquet', work / 'train.parquet',
                               work / 'full.parquet')
     items.to_parquet(items_p, index=False)
+    # Training knows nothing of the new items: not their interactions, nor
+    # their rows of the item table (they would be negatives of every batch,
+    # told apart by their log degree 0 and pushed away from every query).
+    old_items_p = work / 'train_items.parquet'
+    items[~items['item'].astype(str).isin(split.new_items)] \
+        .to_parquet(old_items_p, index=False)
     split.train.to_parquet(old_p, index=False)
     inter.to_parquet(full_p, index=False)
     fs = FeatureSpec(**spec)
@@ -159,7 +165,7 @@ def main():
                 run = work / f'nd{p_drop}-seed{seed}'
                 t0 = time.time()
                 cfg = compose('train', overrides=[
-                    *data_overrides(old_p, items_p, spec), f'seed={seed}',
+                    *data_overrides(old_p, old_items_p, spec), f'seed={seed}',
                     f'threads={args.threads}', f'output.dir={run}',
                     'evaluate.baselines=false', 'output.embeddings=false',
                     'trainer.enable_progress_bar=false',
@@ -211,7 +217,8 @@ def report(args, runs, base_table, extra, split, splits, seconds):
              f"on 2 CPU cores shared with other jobs; {seconds / 60:.0f} min "
              f"in all. New items: {len(split.new_items)} (first engaged in "
              f"the last {args.share:.0%} of the timeline), all their "
-             f"interactions removed from training. Test rows: " + ', '.join(
+             f"interactions and their item-table rows removed from "
+             f"training. Rows: " + ', '.join(
                  f"{k} {v.query_item.numel()}" for k, v in splits.items())
              + ". HR@10 on the leave-last-out rows of the validation and "
              "test splits (choose on val, report test); PinSage mean ± "
