@@ -102,8 +102,9 @@ def features_only(logs, ids):
     table = logs['new_table'].set_index('item')
     x, names = build_item_features(table, SPEC, stats=stats)
     rows = table.index.get_indexer(list(ids))
-    degree = standardize_column(np.zeros(len(rows)), 'log_degree', stats,
-                                clip=True)  # log(1 + 0), as trained
+    # No interactions: the trained average log degree.
+    degree = standardize_column(np.full(len(rows), stats['log_degree'][
+        'mean']), 'log_degree', stats, clip=True)
     x = torch.from_numpy(np.concatenate([x[rows], degree], axis=1))
     assert names + ['log_degree'] == schema['feature_names']
     model = build_model(kwargs, weights, x.size(1))
@@ -177,7 +178,7 @@ def test_training_statistics_standardise_the_newer_log():
     # The training data with its own statistics: the same features.
     same = build_dataset(split.train, old_items, SPEC,
                          unknown_feature_items='embed', feature_stats=stats)
-    assert torch.equal(same.x, old.x)
+    assert torch.allclose(same.x, old.x, atol=1e-6)
     # A newer log and table (other years, two cold items): with the
     # training statistics an item's features depend on its own data only.
     newer = build_dataset(inter, newer_items, SPEC,
@@ -187,18 +188,20 @@ def test_training_statistics_standardise_the_newer_log():
     np.testing.assert_allclose(
         newer.x[:, j].numpy(),
         (raw - stats['year']['mean']) / stats['year']['std'], rtol=1e-5)
-    # The log degree is clipped to the trained range: a cold item is the
-    # least engaged item the model saw, not below it, and the most
-    # engaged items of a longer log are not beyond it.
+    # The log degree is clipped to the trained range (the most engaged
+    # items of a longer log are not beyond it), and an item nobody engaged
+    # with gets the trained average (0 once standardised), as in training
+    # (not log(1 + 0), which set such items apart from all trained ones):
     d = newer.feature_names.index('log_degree')
-    lo = (stats['log_degree']['min'] - stats['log_degree']['mean']) / \
-        stats['log_degree']['std']
-    hi = (stats['log_degree']['max'] - stats['log_degree']['mean']) / \
-        stats['log_degree']['std']
-    assert newer.x[:, d].min() >= lo - 1e-6
+    ld = stats['log_degree']
+    hi = (ld['max'] - ld['mean']) / ld['std']
+    assert float(newer.x[:, d].max()) == pytest.approx(hi, abs=1e-5)
     assert newer.x[:, d].max() <= hi + 1e-6
     cold = pd.Index(newer.item_ids).get_indexer(['c0', 'c1'])
-    assert torch.allclose(newer.x[cold, d], torch.tensor(lo).float())
+    assert torch.equal(newer.x[cold, d], torch.zeros(2))
+    never = old.item_degree() == 0  # the new items, in training
+    assert never.any() and (old.x[never, d].abs() < 1e-6).all()
+    assert (old.x[~never, d] != 0).any()
     # Without statistics the data's own are used (as in training):
     own = build_dataset(inter, newer_items, SPEC,
                         unknown_feature_items='embed')

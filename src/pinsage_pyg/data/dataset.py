@@ -206,7 +206,8 @@ def build_dataset(
             ``'embed'`` (keep them as cold-start items, embedded from their
             features, e.g. MovieLens movies nobody rated).
         degree_feature (bool): Append standardised ``log(1 + train degree)``
-            (the paper's degree feature). (default: :obj:`True`)
+            (the paper's degree feature; items without train interactions
+            get the average of the others). (default: :obj:`True`)
         recency_feature (bool): Append the standardised mean and latest
             train timestamp of each item's engagements (items without any
             get the average). (default: :obj:`False`)
@@ -219,11 +220,11 @@ def build_dataset(
         feature_stats (dict, optional): A training run's
             :attr:`~PinSageDataset.feature_stats`: standardise numeric and
             interaction features with them instead of this data's own
-            statistics, and clip the interaction features (log degree,
+            statistics (items without interactions get the trained
+            average), and clip the interaction features (log degree,
             recency) to their trained range. Without them, an item's
             features would shift with every other item of a newer log
-            (e.g. the log-degree mean), and a never-engaged item could get
-            a log degree below anything the model was trained on.
+            (e.g. the log-degree mean).
     """
     if holdout not in {'leave_last_out', 'none'}:
         raise DataError(f"holdout must be 'leave_last_out' or 'none' (got "
@@ -294,9 +295,19 @@ def build_dataset(
 
     if degree_feature:
         deg = np.bincount(i[is_train], minlength=len(item_ids))
+        logd = np.log1p(deg).astype(np.float64)
+        # Nobody engaged with the item (yet): its degree is unknown rather
+        # than minimal, so it gets the average, as in the recency features.
+        # A log degree of 0 marked such items apart from every item the
+        # model trained on (the zero-shot embeddings of new items huddled
+        # together: benchmarks/cold_start_probe.py).
+        engaged = deg > 0
+        if 'log_degree' in (feature_stats or {}):
+            logd[~engaged] = feature_stats['log_degree']['mean']
+        elif engaged.any():
+            logd[~engaged] = logd[engaged].mean()
         x = np.concatenate([x, standardize_column(
-            np.log1p(deg), 'log_degree', feature_stats, stats, clip=True)],
-            axis=1)
+            logd, 'log_degree', feature_stats, stats, clip=True)], axis=1)
         names = names + ['log_degree']
     if recency_feature:
         t = inter['timestamp'].to_numpy()[order][is_train]

@@ -1,6 +1,7 @@
-"""Does the log-degree feature of new items hurt their zero-shot embeddings?
+"""What places new items badly in zero-shot: their log degree, or their
+empty neighbourhood?
 
-    python benchmarks/cold_start_degree_probe.py --data synthetic \
+    python benchmarks/cold_start_probe.py --data synthetic \
         --share 0.2 --run /tmp/cs_synth/nd0.0-seed0
 
 Reads a run folder of benchmarks/cold_start.py (its checkpoint and its
@@ -8,7 +9,9 @@ zero-shot embeddings, kept with --work-dir) and re-embeds the new items
 features-only (in the zero-shot graph they have no neighbours, and no warm
 item has them as neighbours, so nothing else changes) with their log-degree
 feature set to 0 (what pinsage-embed gives them: log(1 + 0), clipped to the
-trained range), to the training mean and to the training maximum. Prints,
+trained range), to the training mean and to the training maximum, and once
+more with log degree 0 and the item itself as its only neighbour (a
+neighbourhood imputed from its features, instead of pooling zero). Prints,
 per value, the share of other new items among each new item's top-10
 neighbours (all items are candidates; the base rate is the new items' share
 of the catalogue) and, on --data synthetic, the same-cluster share of the
@@ -67,14 +70,18 @@ def main():
     print(f"{args.data}, {run.name}: {len(rows)} new items of {len(ids)} "
           f"(base rate {is_new.mean():.3f})")
     ld = stats['log_degree']
-    for label, raw in (('log degree 0 (pinsage-embed)', 0.0),
-                       ('training mean', ld['mean']),
-                       ('training max', ld['max'])):
+    none = torch.empty(2, 0, dtype=torch.long)
+    self_loops = torch.arange(len(rows)).repeat(2, 1)
+    for label, raw, edges in (
+            ('log degree 0 (pinsage-embed)', 0.0, none),
+            ('log degree = training mean', ld['mean'], none),
+            ('log degree = training max', ld['max'], none),
+            ('log degree 0, self-neighbour', 0.0, self_loops)):
         deg = standardize_column(np.full(len(rows), raw), 'log_degree',
                                  stats, clip=True)
         xr = torch.from_numpy(np.concatenate([x[rows], deg], axis=1))
         with torch.no_grad():
-            er = model.inference(xr, torch.empty(2, 0, dtype=torch.long))[1]
+            er = model.inference(xr, edges, torch.ones(edges.size(1)))[1]
         emb = stored.clone()
         emb[rows] = er
         top = top10(emb, rows)
