@@ -8,10 +8,11 @@ Reads a run folder of benchmarks/cold_start.py (its checkpoint and its
 zero-shot embeddings, kept with --work-dir) and re-embeds the new items
 features-only (in the zero-shot graph they have no neighbours, and no warm
 item has them as neighbours, so nothing else changes) with their log-degree
-feature set to 0 (what pinsage-embed gives them: log(1 + 0), clipped to the
-trained range), to the training mean and to the training maximum, and once
-more with log degree 0 and the item itself as its only neighbour (a
-neighbourhood imputed from its features, instead of pooling zero). Prints,
+feature set to log(1 + 0) (clipped to the trained range; what
+pinsage-embed gave them before commit 5dc6bdc), to the training mean (what
+it gives them now) and to the training maximum, and once more with the mean
+and the item itself as its only neighbour (a neighbourhood imputed from its
+features, instead of pooling zero). Prints,
 per value, the share of other new items among each new item's top-10
 neighbours (all items are candidates; the base rate is the new items' share
 of the catalogue) and, on --data synthetic, the same-cluster share of the
@@ -73,10 +74,10 @@ def main():
     none = torch.empty(2, 0, dtype=torch.long)
     self_loops = torch.arange(len(rows)).repeat(2, 1)
     for label, raw, edges in (
-            ('log degree 0 (pinsage-embed)', 0.0, none),
-            ('log degree = training mean', ld['mean'], none),
-            ('log degree = training max', ld['max'], none),
-            ('log degree 0, self-neighbour', 0.0, self_loops)):
+            ('log(1 + 0), clipped', 0.0, none),
+            ('training mean (pinsage-embed)', ld['mean'], none),
+            ('training max', ld['max'], none),
+            ('training mean, self-neighbour', ld['mean'], self_loops)):
         deg = standardize_column(np.full(len(rows), raw), 'log_degree',
                                  stats, clip=True)
         xr = torch.from_numpy(np.concatenate([x[rows], deg], axis=1))
@@ -85,7 +86,7 @@ def main():
         emb = stored.clone()
         emb[rows] = er
         top = top10(emb, rows)
-        line = (f"{label:30s} new items in top-10 {is_new[top].mean():.3f}"
+        line = (f"log degree {label:30s} new items in top-10 {is_new[top].mean():.3f}"
                 f"  (max |diff| to the stored zero-shot embeddings "
                 f"{float((er - stored[rows]).abs().max()):.2g})")
         if truth is not None:
@@ -95,7 +96,7 @@ def main():
     if truth is not None:
         cols = [j for j, n in enumerate(names) if n not in GRAPH_FEATURES]
         top = top10(torch.from_numpy(x[:, cols]), rows)
-        print(f"{'raw-feature cosine':30s} new items in top-10 "
+        print(f"{'raw-feature cosine':41s} new items in top-10 "
               f"{is_new[top].mean():.3f}  same-cluster@10 "
               f"{(truth[top] == truth[rows][:, None]).mean():.3f}")
 
