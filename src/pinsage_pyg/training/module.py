@@ -61,6 +61,14 @@ class PinSageModule(pl.LightningModule):
                           batch.num_sampled_nodes, batch.num_sampled_edges)
 
     def compute_loss(self, batch) -> Tensor:
+        if self.model.neighbor_dropout > 0:
+            # Neighbourhood-dropout masks keyed by (seed, rank, step), not
+            # drawn from the global generator (whose state a mid-epoch
+            # resume does not replay: the loader draws from it too).
+            key = (torch.initial_seed() % (1 << 31)) * 1_000_003 + \
+                int(self.global_rank)
+            self.model.dropout_generator = torch.Generator().manual_seed(
+                (key * 1_000_000_007 + int(self.global_step)) % (1 << 63))
         query, item = self(batch)
         q = query[batch.src_index]
         pos = item[batch.dst_pos_index]
