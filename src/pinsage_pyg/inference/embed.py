@@ -211,9 +211,10 @@ def _check(cfg: DictConfig) -> None:
             budget, (int, float)) or not budget >= 0):
         raise ConfigError(f"Invalid config: memory_budget_gib must be a "
                           f"number >= 0 or null (got {budget!r}).")
-    if cfg.get('graph') not in GRAPHS:
+    graph = cfg.get('graph')
+    if not isinstance(graph, str) or graph not in GRAPHS:
         raise ConfigError(f"Invalid config: graph must be one of "
-                          f"{list(GRAPHS)} (got {cfg.get('graph')!r}): all "
+                          f"{list(GRAPHS)} (got {graph!r}): all "
                           f"interactions of the log, or its leave-last-out "
                           f"train split.")
     kind = cfg.output.index
