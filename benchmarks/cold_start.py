@@ -10,9 +10,10 @@ last --share of the timeline are held out, `pinsage-train` (pipeline.run)
 trains on the log without them, then `pinsage-embed` (inference.embed.run)
 embeds the catalogue twice with the trained checkpoint and no retraining:
 on the training log (zero-shot: new items features only) and on the full
-log (fresh: the newer log up to each user's evaluation point). Test-split
-leave-last-out HR@10 is reported for rows whose target is a new item, rows
-whose query is a new item, and warm rows, next to the baselines of
+log (fresh: the newer log up to each user's evaluation point, i.e.
+`graph=train`). Validation- and test-split leave-last-out HR@10 is
+reported for rows whose target is a new item, rows whose query is a new
+item, and warm rows, next to the baselines of
 cold_start_baselines on the same split. On `--data synthetic` (clustered
 catalogue, noisy features) it also reports the same-cluster share of the
 new items' top-10 neighbours. Writes benchmarks/results/cold_start_<data>.md.
@@ -58,7 +59,8 @@ def load(name: str):
         from pinsage_pyg.data.synthetic import synthetic_interactions
         inter, items = synthetic_interactions(
             num_users=600, num_items=800, num_interactions=30000,
-            num_clusters=16, stay_prob=0.85, feature_noise=0.5, with_cluster=True, seed=0)
+            num_clusters=16, stay_prob=0.85, feature_noise=0.5,
+            with_cluster=True, release_share=0.5, seed=0)
         truth = items['cluster'].to_numpy()
         return inter, items.drop(columns='cluster'), SYNTH_FEATURES, truth
     from pinsage_pyg.data.movielens import fetch_movielens
@@ -122,13 +124,22 @@ def main():
     items_p, old_p, full_p = (work / 'items.parquet', work / 'train.parquet',
                               work / 'full.parquet')
     items.to_parquet(items_p, index=False)
+    # Training knows nothing of the new items: not their interactions, nor
+    # their rows of the item table (they would be negatives of every batch,
+    # told apart by their log degree 0 and pushed away from every query).
+    old_items_p = work / 'train_items.parquet'
+    items[~items['item'].astype(str).isin(split.new_items)] \
+        .to_parquet(old_items_p, index=False)
     split.train.to_parquet(old_p, index=False)
     inter.to_parquet(full_p, index=False)
     fs = FeatureSpec(**spec)
     common = dict(features=fs, unknown_feature_items='embed')
     old_ds = build_dataset(split.train, items, name='cold_start', **common)
     full_ds = build_dataset(inter, items, name='cold_start', **common)
-    splits = cold_start_splits(full_ds, split.new_items, 'test')
+    # Validation rows choose (e.g. the neighbour dropout), test rows report:
+    splits = {f'{part} {group}': rows for part in ('val', 'test')
+              for group, rows in cold_start_splits(
+                  full_ds, split.new_items, part).items()}
     is_new = new_item_mask(full_ds, split.new_items)
     print(f"{args.data}: {len(split.new_items)} new items (first engaged "
           f"after the {1 - args.share:.0%} time quantile), "
@@ -154,7 +165,7 @@ def main():
                 run = work / f'nd{p_drop}-seed{seed}'
                 t0 = time.time()
                 cfg = compose('train', overrides=[
-                    *data_overrides(old_p, items_p, spec), f'seed={seed}',
+                    *data_overrides(old_p, old_items_p, spec), f'seed={seed}',
                     f'threads={args.threads}', f'output.dir={run}',
                     'evaluate.baselines=false', 'output.embeddings=false',
                     'trainer.enable_progress_bar=false',
@@ -169,7 +180,7 @@ def main():
                         *data_overrides(log, items_p, spec),
                         f"checkpoint='{ckpt}'", f'seed={seed}',
                         f'threads={args.threads}', 'progress=false',
-                        f'output.dir={run}/emb-{setting}',
+                        f'output.dir={run}/emb-{setting}', 'graph=train',
                         'output.index=none', 'output.overwrite=true'])
                     embed.run(ecfg)
                     out[setting] = embeddings(run / f'emb-{setting}',
@@ -206,10 +217,14 @@ def report(args, runs, base_table, extra, split, splits, seconds):
              f"on 2 CPU cores shared with other jobs; {seconds / 60:.0f} min "
              f"in all. New items: {len(split.new_items)} (first engaged in "
              f"the last {args.share:.0%} of the timeline), all their "
-             f"interactions removed from training. Test rows: " + ', '.join(
+             f"interactions and their item-table rows removed from "
+             f"training. Rows: " + ', '.join(
                  f"{k} {v.query_item.numel()}" for k, v in splits.items())
-             + ". HR@10 on the test split's leave-last-out rows; PinSage "
-             f"mean ± standard error over {n} seed(s).", "",
+             + ". HR@10 on the leave-last-out rows of the validation and "
+             "test splits (choose on val, report test); PinSage mean ± "
+             f"standard error over {n} seed(s). Both settings embed with "
+             "pinsage-embed graph=train (each user's last two interactions, "
+             "the evaluation targets, stay out of the graph).", "",
              "| method | neighbor_dropout | " + ' | '.join(metrics) + " |",
              "|---" * (len(metrics) + 2) + "|"]
     for (p_drop, method), g in runs.groupby(['neighbor_dropout', 'method'],

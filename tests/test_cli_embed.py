@@ -90,10 +90,11 @@ def test_cli_end_to_end_matches_training_export(trained, tmp_path):
     out = tmp_path / 'emb'
     cwd = tmp_path / 'cwd'
     cwd.mkdir()
-    # The default progress=auto, with stdout a pipe: log lines, no bars.
+    # The default progress=auto, with stdout a pipe: log lines, no bars;
+    # graph=train: the training run's graph (its leave-last-out split):
     args = [a for a in SAMPLER if not a.startswith('progress=')]
     proc = run_cli([*files_args(root), *args, f'checkpoint={run_dir}',
-                    f'output.dir={out}'], cwd)
+                    f'output.dir={out}', 'graph=train'], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'embedded 75 items in' in proc.stdout
     assert 'items/s' in proc.stdout
@@ -123,7 +124,7 @@ def test_cli_end_to_end_matches_training_export(trained, tmp_path):
     assert summary['num_items'] == 75 and summary['index'] == 'flat'
     assert not (out / '.work').exists()
     # A re-run with the same arguments has nothing to do:
-    again = embed_run(embed_cfg(trained, out))
+    again = embed_run(embed_cfg(trained, out, 'graph=train'))
     assert again['manifest'] == summary['manifest']
 
 

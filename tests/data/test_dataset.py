@@ -194,9 +194,14 @@ def test_log_degree_feature(split_ds):
     ds = split_ds
     assert ds.feature_names == ['log_degree']
     col = ds.x[:, ds.feature_names.index('log_degree')].double()
-    ref = torch.log1p(ds.item_degree().double())
+    deg = ds.item_degree()
+    ref = torch.log1p(deg.double())
+    # Items without train interactions get the others' average:
+    assert (deg == 0).any() and (deg > 0).any()
+    ref[deg == 0] = ref[deg > 0].mean()
     ref = (ref - ref.mean()) / ref.std(unbiased=False)
     assert torch.allclose(col, ref, atol=1e-5)
+    assert torch.allclose(col[deg == 0], torch.zeros(1).double(), atol=1e-6)
     no_deg = build_dataset(_log(SPLIT_ROWS), _items(list('abcdexyz')),
                            FeatureSpec(numeric_columns=['year']),
                            degree_feature=False)
@@ -238,9 +243,11 @@ def test_cold_start_items_get_feature_rows():
     assert g[cold[1]].tolist() == [1.0, 1.0, 0.0]
     year = ds.x[:, 19]
     assert int(year.argmax()) == cold[1]
-    # Zero-degree items share the lowest log-degree value.
+    # Zero-degree items get the average log degree (0 once standardised),
+    # not a value below every engaged item's.
     logdeg = ds.x[:, -1]
-    assert torch.allclose(logdeg[cold], logdeg.min().expand(2))
+    assert torch.allclose(logdeg[cold], torch.zeros(2), atol=1e-6)
+    assert logdeg.min() < 0 < logdeg.max()
     # Split and graph only involve interacted items.
     assert not np.isin(cold, ds.train_item.numpy()).any()
     assert ds.hetero_data()['item'].x.size(0) == 10

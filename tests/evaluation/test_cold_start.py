@@ -26,3 +26,30 @@ def test_new_item_split_leaks_nothing_into_training():
     assert not is_new[groups['warm'].target_item].any()
     with pytest.raises(DataError, match='share'):
         new_item_split(inter, 1.0)
+
+
+def test_synthetic_catalogue_released_over_time_has_new_items():
+    kw = dict(num_users=200, num_items=300, num_interactions=6000,
+              with_cluster=True, seed=5)
+    a, items = synthetic_interactions(**kw)
+    b, items_b = synthetic_interactions(**kw, release_share=0.5)
+    # Same users, times and cluster chain; only which item of the cluster
+    # is engaged changes (among the items released by then):
+    assert items.equals(items_b)
+    assert a[['user', 'timestamp']].equals(b[['user', 'timestamp']])
+    cluster = items.set_index('item')['cluster']
+    assert np.array_equal(cluster.loc[a['item']].to_numpy(),
+                          cluster.loc[b['item']].to_numpy())
+    assert not a['item'].equals(b['item'])
+    # Users' random time offsets leave few items first engaged late; a
+    # catalogue that grows over time has many:
+    few = len(new_item_split(a, 0.2).new_items)
+    many = len(new_item_split(b, 0.2).new_items)
+    assert many >= 3 * max(few, 1)
+    # An item engaged at time t in its cluster was released by t: the
+    # later the engagement, the more items it chose from.
+    t = b['timestamp'].to_numpy()
+    early, late = t < np.quantile(t, 0.2), t > np.quantile(t, 0.8)
+    assert b['item'][early].nunique() < b['item'][late].nunique()
+    with pytest.raises(ValueError, match='release_share'):
+        synthetic_interactions(**kw, release_share=1.0)

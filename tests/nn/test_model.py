@@ -208,3 +208,18 @@ def test_sampled_softmax_loss():
                          expected)
     with pytest.raises(ValueError, match='temperature'):
         sampled_softmax_loss(q, pos, neg, 0.0)
+
+
+def test_neighbor_dropout_generator_leaves_the_global_stream():
+    # The training module seeds the masks per step (a mid-epoch resume
+    # replays them); drawing them must not consume torch's global stream.
+    model = PinSage(4, 8, 8, neighbor_dropout=0.5)
+    model.dropout_generator = torch.Generator().manual_seed(7)
+    state = torch.get_rng_state()
+    mask = model.dropped_nodes(1000)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert 0.4 < mask.float().mean() < 0.6
+    model.dropout_generator = torch.Generator().manual_seed(7)
+    assert torch.equal(model.dropped_nodes(1000), mask)
+    model.dropout_generator = torch.Generator().manual_seed(8)
+    assert not torch.equal(model.dropped_nodes(1000), mask)

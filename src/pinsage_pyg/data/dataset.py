@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from pinsage_pyg.data.features import (FeatureSpec, build_item_features,
-                                       check_finite, standardize)
+from pinsage_pyg.data.features import (FeatureSpec, FeatureStats,
+                                       build_item_features, check_finite,
+                                       standardize_column)
 from pinsage_pyg.data.interactions import (DataError, check_feature_coverage,
                                            validate_interactions,
                                            validate_item_table)
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 ENGAGES = ('user', 'engages', 'item')
 ENGAGED_BY = ('item', 'engaged_by', 'user')
+#: Feature columns computed from the interactions, not from the item table.
+GRAPH_FEATURES = ('log_degree', 'mean_engagement_time',
+                  'last_engagement_time')
 
 
 @dataclass
@@ -44,6 +48,11 @@ class PinSageDataset:
             user, shape ``[num_users + 1]``.
         val, test (LongTensor): Held-out ``[2, n]`` (user, item) pairs: each
             user's second-to-last and last interaction.
+        feature_stats (dict): Raw mean, std, min and max of every
+            standardised feature column (numeric columns and
+            :data:`GRAPH_FEATURES`), stored in checkpoints so that
+            ``pinsage-embed`` standardises a newer log's features the same
+            way (see :func:`build_dataset`).
     """
     name: str
     item_ids: np.ndarray
@@ -56,6 +65,8 @@ class PinSageDataset:
     val: Tensor
     test: Tensor
     item_info: pd.DataFrame = field(repr=False)
+    feature_stats: Dict[str, Dict[str, float]] = field(default_factory=dict,
+                                                       repr=False)
 
     @property
     def num_items(self) -> int:
@@ -179,6 +190,8 @@ def build_dataset(
     unknown_feature_items: str = 'error',
     degree_feature: bool = True,
     recency_feature: bool = False,
+    holdout: str = 'leave_last_out',
+    feature_stats: Optional[Mapping[str, Mapping[str, float]]] = None,
 ) -> PinSageDataset:
     r"""Validates, splits and featurises an interaction log.
 
@@ -193,11 +206,30 @@ def build_dataset(
             ``'embed'`` (keep them as cold-start items, embedded from their
             features, e.g. MovieLens movies nobody rated).
         degree_feature (bool): Append standardised ``log(1 + train degree)``
-            (the paper's degree feature). (default: :obj:`True`)
+            (the paper's degree feature; items without train interactions
+            get the average of the others). (default: :obj:`True`)
         recency_feature (bool): Append the standardised mean and latest
             train timestamp of each item's engagements (items without any
             get the average). (default: :obj:`False`)
+        holdout (str): ``'leave_last_out'`` (default) holds out each
+            user's last two interactions (:attr:`~PinSageDataset.val`,
+            :attr:`~PinSageDataset.test`), as training and evaluation need;
+            ``'none'`` keeps every interaction in the graph and the
+            degree/recency features (``val`` and ``test`` are empty), as
+            embedding a newer log needs (``pinsage-embed graph=all``).
+        feature_stats (dict, optional): A training run's
+            :attr:`~PinSageDataset.feature_stats`: standardise numeric and
+            interaction features with them instead of this data's own
+            statistics (items without interactions get the trained
+            average), and clip the interaction features (log degree,
+            recency) to their trained range. Without them, an item's
+            features would shift with every other item of a newer log
+            (e.g. the log-degree mean).
     """
+    if holdout not in {'leave_last_out', 'none'}:
+        raise DataError(f"holdout must be 'leave_last_out' or 'none' (got "
+                        f"{holdout!r}).")
+    stats: FeatureStats = {}
     if unknown_feature_items not in {'error', 'embed'}:
         raise DataError(f"data.unknown_feature_items must be 'error' or "
                         f"'embed' (got {unknown_feature_items!r}).")
@@ -221,7 +253,8 @@ def build_dataset(
                 f"cold-start items embedded from their features.")
         item_ids = table.index.to_numpy(dtype=str)
         x, names = build_item_features(table, features,
-                                       source=f'{name} item features')
+                                       source=f'{name} item features',
+                                       stats=feature_stats, stats_out=stats)
     else:
         if (features.text_columns or features.multilabel_columns
                 or features.numeric_columns):
@@ -243,7 +276,9 @@ def build_dataset(
         user, inter['timestamp'].to_numpy())
     u, i = user[order], item[order]
     eligible = count >= 3
-    if not eligible.any():
+    if holdout == 'none':
+        eligible = np.zeros_like(eligible)
+    elif not eligible.any():
         raise DataError(
             f"{name} interactions: no user has 3 or more interactions, so "
             f"there is nothing to validate or test on (the split holds out "
@@ -260,7 +295,19 @@ def build_dataset(
 
     if degree_feature:
         deg = np.bincount(i[is_train], minlength=len(item_ids))
-        x = np.concatenate([x, standardize(np.log1p(deg)[:, None])], axis=1)
+        logd = np.log1p(deg).astype(np.float64)
+        # Nobody engaged with the item (yet): its degree is unknown rather
+        # than minimal, so it gets the average, as in the recency features.
+        # A log degree of 0 marked such items apart from every item the
+        # model trained on (the zero-shot embeddings of new items huddled
+        # together: benchmarks/cold_start_probe.py).
+        engaged = deg > 0
+        if 'log_degree' in (feature_stats or {}):
+            logd[~engaged] = feature_stats['log_degree']['mean']
+        elif engaged.any():
+            logd[~engaged] = logd[engaged].mean()
+        x = np.concatenate([x, standardize_column(
+            logd, 'log_degree', feature_stats, stats, clip=True)], axis=1)
         names = names + ['log_degree']
     if recency_feature:
         t = inter['timestamp'].to_numpy()[order][is_train]
@@ -271,12 +318,18 @@ def build_dataset(
         np.maximum.at(last_t, it, t)
         seen = cnt > 0
         rec = np.stack([mean_t / np.maximum(cnt, 1), last_t], axis=1)
+        rec_names = ['mean_engagement_time', 'last_engagement_time']
         if seen.any():
             rec[~seen] = rec[seen].mean(axis=0)
         else:
             rec[:] = 0.0
-        x = np.concatenate([x, standardize(rec)], axis=1)
-        names = names + ['mean_engagement_time', 'last_engagement_time']
+        for j, n in enumerate(rec_names):
+            if n in (feature_stats or {}):  # unseen: the trained mean
+                rec[~seen, j] = feature_stats[n]['mean']
+        x = np.concatenate([x, *(standardize_column(
+            rec[:, j], n, feature_stats, stats, clip=True)
+            for j, n in enumerate(rec_names))], axis=1)
+        names = names + rec_names
     if x.shape[1] == 0:
         raise DataError(f"{name}: no item features at all (no item table and "
                         f"degree_feature=false). The model needs features.")
@@ -290,7 +343,7 @@ def build_dataset(
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         feature_names=names, train_user=train_user, train_item=train_item,
         train_ptr=ptr, val=pairs(is_val), test=pairs(is_test),
-        item_info=table)
+        item_info=table, feature_stats=stats)
     log.info("%s: %d users, %d items (%d without train interactions), "
              "%d train / %d val / %d test interactions, %d features", name,
              ds.num_users, ds.num_items,

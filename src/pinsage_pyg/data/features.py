@@ -13,7 +13,7 @@ and the dataset builder appends the paper's ``log(degree)`` feature.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,19 +78,53 @@ def multi_hot(values: Sequence, sep: str = '|'
     return out, vocab
 
 
-def standardize(x: np.ndarray) -> np.ndarray:
-    r"""Column-wise zero mean, unit variance (constant columns become 0)."""
-    x = x.astype(np.float64)
-    mean = x.mean(axis=0, keepdims=True)
-    std = x.std(axis=0, keepdims=True)
-    return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+#: ``{feature name: {'mean', 'std', 'min', 'max'}}``: the raw statistics
+#: of the standardised feature columns (see :func:`standardize_column`).
+FeatureStats = Dict[str, Dict[str, float]]
+
+
+def standardize_column(x: np.ndarray, name: str,
+                       stats: Optional[Mapping[str, Mapping[str, float]]],
+                       stats_out: Optional[FeatureStats] = None,
+                       clip: bool = False) -> np.ndarray:
+    r"""Standardises one raw column ``[N]`` into ``[N, 1]`` float32.
+
+    Without :obj:`stats` (or without an entry for :obj:`name`) the column's
+    own mean and standard deviation are used, as in training. With the
+    statistics a checkpoint stored at training time, the column is
+    standardised with *those*, so an item's value does not depend on which
+    other items the (newer) table or log holds; with :obj:`clip`, raw values
+    outside the trained ``[min, max]`` are clipped to it first (the model
+    never saw them). The statistics used are recorded in :obj:`stats_out`.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    own = (stats or {}).get(name)
+    if own is None:
+        own = dict(mean=float(x.mean()), std=float(x.std()),
+                   min=float(x.min()), max=float(x.max())) if x.size else \
+            dict(mean=0.0, std=1.0, min=0.0, max=0.0)
+    elif clip:
+        x = np.clip(x, own['min'], own['max'])
+    if stats_out is not None:
+        stats_out[name] = {k: float(own[k])
+                           for k in ('mean', 'std', 'min', 'max')}
+    std = own['std'] if own['std'] > 0 else 1.0
+    return ((x - own['mean']) / std).astype(np.float32)[:, None]
 
 
 def build_item_features(items: pd.DataFrame, spec: FeatureSpec,
-                        source: str = 'item features'
+                        source: str = 'item features',
+                        stats: Optional[Mapping[str, Mapping[str, float]]]
+                        = None,
+                        stats_out: Optional[FeatureStats] = None
                         ) -> tuple[np.ndarray, List[str]]:
     r"""Builds the ``[num_items, F]`` float32 feature matrix of an item table
-    (rows in the table's order) and the feature names."""
+    (rows in the table's order) and the feature names.
+
+    Numeric columns are standardised with :obj:`stats` where given (the
+    training run's, see :func:`standardize_column`; missing values are
+    then imputed with the trained mean); the statistics used go into
+    :obj:`stats_out`."""
     columns_present(items, spec.text_columns, source, 'text')
     columns_present(items, spec.multilabel_columns, source, 'multi-label')
     columns_present(items, spec.numeric_columns, source, 'numeric')
@@ -137,12 +171,13 @@ def build_item_features(items: pd.DataFrame, spec: FeatureSpec,
             if nan.all():
                 raise DataError(f"{source}: column '{col}' has no values at "
                                 f"all. Remove it from numeric_columns.")
-            x = np.where(nan, np.nanmean(x), x)
-            blocks.append(standardize(x[:, None]))
+            fill = (stats or {}).get(col, {}).get('mean', np.nanmean(x))
+            x = np.where(nan, fill, x)
+            blocks.append(standardize_column(x, col, stats, stats_out))
             blocks.append(nan.astype(np.float32)[:, None])
             names += [col, f'{col}_missing']
         else:
-            blocks.append(standardize(x[:, None]))
+            blocks.append(standardize_column(x, col, stats, stats_out))
             names.append(col)
 
     if not blocks:

@@ -30,6 +30,7 @@ def synthetic_interactions(
     seed: int = 0,
     feature_noise: float = 0.0,
     with_cluster: bool = False,
+    release_share: float = 0.0,
 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
     r"""Generates ``(interactions, items)`` in the same schema the built-in
     loaders produce (``user, item, timestamp`` / ``item, title, year,
@@ -48,9 +49,22 @@ def synthetic_interactions(
     follow the true one). :obj:`with_cluster` adds the true cluster as an
     integer column ``cluster`` of the item table (the ground truth; leave
     it out of the features).
+
+    With :obj:`release_share` :math:`r > 0` the catalogue grows over time,
+    as a real one does: a share :math:`r` of the items (never the first of
+    a cluster) is released at a uniformly random time of the log's
+    timeline, and an engagement picks only among the items of its cluster
+    released by then (same popularity weights). The items released late
+    are new items for the cold-start protocol
+    (:func:`~pinsage_pyg.evaluation.cold_start.new_item_split`); without
+    it, users' random time offsets leave few items whose first engagement
+    is late. The log of :math:`r = 0` is unchanged.
     """
     if min(num_users, num_items, num_interactions, num_clusters) < 1:
         raise ValueError("all sizes must be >= 1")
+    if not 0.0 <= release_share < 1.0:
+        raise ValueError(f"release_share must be in [0, 1) (got "
+                         f"{release_share})")
     if not 0.0 <= feature_noise <= 1.0:
         raise ValueError(f"feature_noise must be in [0, 1] (got "
                          f"{feature_noise})")
@@ -88,6 +102,9 @@ def synthetic_interactions(
     base = rng.integers(8.8e8, 8.9e8, num_users)
     step = rng.integers(1, 3600, num_interactions)
     ts = base[user] + _segment_cumsum(step, first)
+    if release_share > 0:  # own stream: r = 0 keeps the log as it was
+        item = _released_items(cluster, pop, cl, u, ts, release_share,
+                               np.random.default_rng([seed, 2]))
 
     shown = cluster
     if feature_noise > 0:  # own stream: the log is the same for any noise
@@ -116,6 +133,33 @@ def synthetic_interactions(
     # Shuffle rows: loaders must not depend on the input order.
     inter = inter.iloc[rng.permutation(len(inter))].reset_index(drop=True)
     return inter, items
+
+
+def _released_items(cluster: np.ndarray, pop: np.ndarray, cl: np.ndarray,
+                    u: np.ndarray, ts: np.ndarray, share: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    # Items sorted by (cluster, release time); the first of each cluster is
+    # there from the start. An engagement at time t in cluster c draws by
+    # popularity among its cluster's prefix of items released by t.
+    num_items, num_clusters = len(cluster), int(cluster.max()) + 1
+    t0, span = float(ts.min()), float(ts.max() - ts.min()) + 1.0
+    release = np.where(rng.random(num_items) < share,
+                       rng.random(num_items) * 0.999, 0.0)
+    order = np.lexsort((release, cluster))
+    counts = np.bincount(cluster, minlength=num_clusters)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    release[order[ptr[:-1][counts > 0]]] = 0.0
+    key = cluster[order] + release[order]  # sorted: c + [0, 1)
+    end = np.searchsorted(key, cl + (ts - t0) / span, side='right')
+    w = pop[order]
+    total = np.concatenate([[0.0], np.cumsum(w)])
+    cdf = total[1:] - np.repeat(total[ptr[:-1]], counts)  # per cluster
+    # One global search: cluster c's CDF offset by c * (more than any
+    # cluster's weight); draw below the CDF of the last released item.
+    big = float(w.sum()) + 1.0
+    shifted = cdf + np.repeat(np.arange(num_clusters) * big, counts)
+    pos = np.searchsorted(shifted, cl * big + u * cdf[end - 1])
+    return order[np.clip(pos, ptr[cl], end - 1)]
 
 
 def _segment_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:

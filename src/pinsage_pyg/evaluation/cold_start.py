@@ -20,8 +20,13 @@ Two settings embed the new items differently:
   interactions (features only);
 - **fresh**: ``pinsage-embed`` with the trained checkpoint on the full
   log, whose graph holds every interaction up to each user's evaluation
-  point (the dataset's train split), without retraining (the paper's daily
-  embedding of new pins).
+  point (the dataset's train split: ``pinsage-embed graph=train``, since
+  the evaluation targets are each user's last two interactions), without
+  retraining (the paper's daily embedding of new pins).
+
+Training should not know the new items at all: ``benchmarks/cold_start.py``
+also leaves their rows out of the training item table (in it they would be
+negatives of every batch, recognisable by their log degree of 0).
 
 ``benchmarks/cold_start.py`` runs both with the baselines of
 :func:`cold_start_baselines`.
@@ -36,7 +41,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from pinsage_pyg.data.dataset import PinSageDataset
+from pinsage_pyg.data.dataset import GRAPH_FEATURES, PinSageDataset
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.evaluation.baselines import (EmbeddingScorer, Scorer,
                                               cooccurrence_scorer,
@@ -57,10 +62,6 @@ __all__ = [
     'GRAPH_FEATURES',
 ]
 
-#: Feature columns computed from the interactions, not from the item
-#: table (left out of the raw-feature cosine baseline).
-GRAPH_FEATURES = ('log_degree', 'mean_engagement_time',
-                  'last_engagement_time')
 
 
 class NewItemSplit(NamedTuple):

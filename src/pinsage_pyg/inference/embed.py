@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 #: the training run's exported embeddings.
 EVAL_GRAPH_OFFSET = 7919
 DONE = 'embed.json'
+#: ``graph=`` of ``pinsage-embed`` -> the dataset's ``holdout``: ``all``
+#: embeds with every interaction of the given log (a newer log: nothing is
+#: held out); ``train`` with its leave-last-out train split, the graph
+#: ``pinsage-train`` evaluates and exports with (reproduces its
+#: embeddings; an evaluation whose targets are the log's last interactions
+#: needs it, or the targets would be in the graph).
+GRAPHS = {'all': 'none', 'train': 'leave_last_out'}
 MODEL_KEYS = ('in_channels', 'hidden_channels', 'out_channels', 'num_layers',
               'aggr', 'asymmetric')
 
@@ -90,9 +97,11 @@ def load_checkpoint(path: Union[str, os.PathLike],
     r"""Reads a ``pinsage-train`` (Lightning) checkpoint safely
     (``torch.load(weights_only=True)``): ``(model_kwargs, state_dict)``
     of its :class:`~pinsage_pyg.nn.PinSage`; with :obj:`return_features`
-    also the item feature names it was trained on (:obj:`None` for a
-    checkpoint written before they were stored). Logs the file it reads
-    (see :func:`resolve_checkpoint`)."""
+    also its feature schema ``{'feature_names', 'feature_stats'}``: the
+    item feature names it was trained on and the raw statistics of the
+    standardised ones (each :obj:`None` for a checkpoint written before
+    it was stored). Logs the file it reads (see
+    :func:`resolve_checkpoint`)."""
     path = resolve_checkpoint(path)
     log.info("checkpoint: %s", path.resolve())
     from pinsage_pyg.utils import safe_torch_load
@@ -115,9 +124,10 @@ def load_checkpoint(path: Union[str, os.PathLike],
     if not return_features:
         return dict(hp['model']), weights
     schema = (ckpt.get('callbacks') or {}).get('FeatureSchema') or {}
-    names = schema.get('feature_names')
-    return dict(hp['model']), weights, \
-        None if names is None else [str(n) for n in names]
+    names, stats = schema.get('feature_names'), schema.get('feature_stats')
+    return dict(hp['model']), weights, {
+        'feature_names': None if names is None else [str(n) for n in names],
+        'feature_stats': None if stats is None else dict(stats)}
 
 
 def check_feature_schema(trained: Optional[Sequence[str]],
@@ -206,6 +216,12 @@ def _check(cfg: DictConfig) -> None:
     if not isinstance(progress, bool) and progress not in PROGRESS_MODES:
         raise ConfigError(f"Invalid config: progress must be one of "
                           f"{list(PROGRESS_MODES)} (got {progress!r}).")
+    graph = cfg.get('graph')
+    if not isinstance(graph, str) or graph not in GRAPHS:
+        raise ConfigError(f"Invalid config: graph must be one of "
+                          f"{list(GRAPHS)} (got {graph!r}): all "
+                          f"interactions of the log, or its leave-last-out "
+                          f"train split.")
     kind = cfg.output.index
     if kind not in (*INDEX_KINDS, 'none', None):
         raise ConfigError(f"Invalid config: output.index must be one of "
@@ -221,11 +237,15 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     _check(cfg)
     t0 = time.time()
     torch.set_num_threads(int(cfg.threads))
-    kwargs, weights, trained_features = load_checkpoint(
-        cfg.checkpoint, return_features=True)
+    kwargs, weights, schema = load_checkpoint(cfg.checkpoint,
+                                              return_features=True)
     sampler = SamplerConfig(**dict(cfg.sampler))
-    ds = load_dataset(cfg.data)
-    check_feature_schema(trained_features, ds.feature_names, ds.name)
+    # Standardised with the training run's statistics (numeric columns,
+    # log degree, recency; interaction features clipped to the trained
+    # range), so a newer log with more items does not shift the others:
+    ds = load_dataset(cfg.data, holdout=GRAPHS[cfg.graph],
+                      feature_stats=schema['feature_stats'])
+    check_feature_schema(schema['feature_names'], ds.feature_names, ds.name)
     model = build_model(kwargs, weights, ds.num_features,
                         _plain(cfg.get('model')))
     csr = BipartiteCSR.from_hetero(ds.hetero_data(cfg.data.get(
@@ -302,6 +322,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     seconds = time.time() - t0
     summary = {
         'dataset': ds.name, 'num_items': ds.num_items,
+        'graph': cfg.graph, 'num_interactions': int(ds.train_item.numel()),
         'checkpoint': str(resolve_checkpoint(cfg.checkpoint)),
         'embed_seconds': round(res.seconds, 3),
         'items_per_second': round(ds.num_items / max(res.seconds, 1e-9), 1),

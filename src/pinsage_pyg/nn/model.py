@@ -88,6 +88,10 @@ class PinSage(torch.nn.Module):
         self.asymmetric = asymmetric
         self.dropout = dropout
         self.neighbor_dropout = float(neighbor_dropout)
+        #: Where :meth:`dropped_nodes` draws from: torch's global generator
+        #: (:obj:`None`) or a :class:`torch.Generator` (CPU) a training loop
+        #: seeds per step, so the masks replay exactly after a resume.
+        self.dropout_generator: Optional[torch.Generator] = None
         self.encoder = Linear(in_channels, hidden_channels)
         self.convs = torch.nn.ModuleList([
             PinSageConv(hidden_channels, hidden_channels, aggr=aggr)
@@ -165,7 +169,11 @@ class PinSage(torch.nn.Module):
     def dropped_nodes(self, num_nodes: int, device=None) -> Tensor:
         r"""The nodes whose neighbourhoods one training forward pass
         drops: a boolean mask :math:`[N]`, each node independently with
-        probability :obj:`neighbor_dropout` (torch's global generator)."""
+        probability :obj:`neighbor_dropout` (from
+        :attr:`dropout_generator`, else torch's global generator)."""
+        if self.dropout_generator is not None:
+            return (torch.rand(num_nodes, generator=self.dropout_generator)
+                    < self.neighbor_dropout).to(device)
         return torch.rand(num_nodes, device=device) < self.neighbor_dropout
 
     def heads(self, h: Tensor, side: str = 'both'):

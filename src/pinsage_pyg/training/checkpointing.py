@@ -150,17 +150,24 @@ class FeatureSchema(pl.Callback):
     every checkpoint, under ``callbacks['FeatureSchema']``, so that
     ``pinsage-embed`` can refuse data whose features do not line up
     with the weights (see
-    :func:`~pinsage_pyg.inference.embed.check_feature_schema`)."""
+    :func:`~pinsage_pyg.inference.embed.check_feature_schema`), with the
+    raw statistics of the standardised columns
+    (:attr:`PinSageDataset.feature_stats`), with which ``pinsage-embed``
+    standardises a newer log's features."""
 
-    def __init__(self, feature_names):
+    def __init__(self, feature_names, feature_stats=None):
         self.feature_names = [str(n) for n in feature_names]
+        self.feature_stats = {str(n): {str(k): float(v)
+                                       for k, v in s.items()}
+                              for n, s in dict(feature_stats or {}).items()}
 
     @property
     def state_key(self) -> str:
         return 'FeatureSchema'
 
     def state_dict(self) -> Dict[str, Any]:
-        return {'feature_names': list(self.feature_names)}
+        return {'feature_names': list(self.feature_names),
+                'feature_stats': dict(self.feature_stats)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         pass  # the schema comes from the data, not from the checkpoint

@@ -88,6 +88,7 @@ class PinSageModule(pl.LightningModule):
         r"""The training loss of one batch (its value; in full-softmax mode
         with logit chunks, a surrogate with the same gradient, see
         :meth:`full_softmax_step`)."""
+        self._seed_neighbor_dropout()
         if self.full_softmax:
             return self.full_softmax_step(batch)[0]
         query, item = self(batch)
@@ -109,6 +110,16 @@ class PinSageModule(pl.LightningModule):
         return max_margin_loss(q, pos, neg, self.margin(),
                                self._neg_mask(batch, neg_index), hard,
                                hard_mask, weight)
+
+    def _seed_neighbor_dropout(self) -> None:
+        if self.model.neighbor_dropout > 0:
+            # Neighbourhood-dropout masks keyed by (seed, rank, step), not
+            # drawn from the global generator (whose state a mid-epoch
+            # resume does not replay: the loader draws from it too).
+            key = (torch.initial_seed() % (1 << 31)) * 1_000_003 + \
+                int(self.global_rank)
+            self.model.dropout_generator = torch.Generator().manual_seed(
+                (key * 1_000_000_007 + int(self.global_step)) % (1 << 63))
 
     @staticmethod
     def _neg_mask(batch, neg_index: Tensor) -> Tensor:
@@ -277,6 +288,7 @@ class PinSageModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         if self.full_softmax:
+            self._seed_neighbor_dropout()
             loss, value = self.full_softmax_step(batch)
             size = int(batch.rows.numel())
         else:

@@ -46,8 +46,13 @@ from pinsage_pyg.training.progress import (EpochProgressBar, EpochReport,
 log = logging.getLogger(__name__)
 
 
-def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
-    r"""Builds the dataset described by a ``data`` config group."""
+def load_dataset(cfg: Mapping[str, Any],
+                 holdout: str = 'leave_last_out',
+                 feature_stats: Optional[Mapping[str, Any]] = None
+                 ) -> PinSageDataset:
+    r"""Builds the dataset described by a ``data`` config group
+    (:obj:`holdout`, :obj:`feature_stats`: see
+    :func:`~pinsage_pyg.data.dataset.build_dataset`)."""
     source = cfg.get('source')
     features = FeatureSpec(**dict(cfg.get('features') or {}))
     common = dict(name=cfg['name'], features=features,
@@ -55,7 +60,8 @@ def load_dataset(cfg: Mapping[str, Any]) -> PinSageDataset:
                   unknown_feature_items=cfg.get('unknown_feature_items',
                                                 'error'),
                   degree_feature=bool(cfg.get('degree_feature', True)),
-                  recency_feature=bool(cfg.get('recency_feature', False)))
+                  recency_feature=bool(cfg.get('recency_feature', False)),
+                  holdout=holdout, feature_stats=feature_stats)
     if source == 'movielens':
         from pinsage_pyg.data.movielens import fetch_movielens
         # fetch_movielens accepts the config names (movielens_100k, ...):
@@ -224,7 +230,7 @@ def run(cfg: DictConfig,
     # One log line per epoch where no progress bar is shown:
     progress_bar = show_progress_bar(cfg)
     report = EpochReport(log_lines=not progress_bar)
-    all_callbacks += [RNGStates(), FeatureSchema(ds.feature_names),
+    all_callbacks += [RNGStates(), FeatureSchema(ds.feature_names, ds.feature_stats),
                       ThreadsPerProcess(int(cfg.threads)), report,
                       *(callbacks or [])]
     failure = FailureInjection.from_env()  # test hook, normally None
