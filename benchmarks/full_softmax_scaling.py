@@ -6,7 +6,8 @@ to one sampled-softmax minibatch step: the measurement behind
 
 For each size, a synthetic catalogue (20 interactions per item, genres +
 title features as in data=files) is built once; then, at the default model
-size (hidden 256, out 128, K=2, T=50) and the default window positives:
+size (hidden 256, out 128, K=2, T=50) and window positives (next 5 items,
+decay 0.75, backward 0.5):
 
 * full: ``PinSageModule.full_softmax_step`` on a ``full_step`` batch (a
   full-graph forward with gradients over every item, the exact softmax of

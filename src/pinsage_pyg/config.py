@@ -302,10 +302,11 @@ OPTIMIZER_DEFAULTS = dict(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
 
 SOFTMAX_MODES = ('auto', 'full', 'sampled')
 #: ``loss.mode=auto`` trains with the exact full softmax up to this many
-#: items (``loss.full.max_items``' default): the measured size where one
-#: full-graph step stops being cheaper than a sampled epoch's worth of
-#: minibatches on 2 CPU cores (docs/training_recipe.md, "Which softmax").
-FULL_SOFTMAX_MAX_ITEMS = 50000
+#: items (``loss.full.max_items``' default). A full step costs
+#: O(items^2) for its scores: 28 s at 20K items on 2 CPU cores, so the
+#: default 300 steps take ~2.3 h there
+#: (benchmarks/results/full_softmax_scaling.md).
+FULL_SOFTMAX_MAX_ITEMS = 20000
 
 
 def check_loss(loss: Mapping[str, Any]) -> None:
