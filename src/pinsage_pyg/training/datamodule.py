@@ -186,7 +186,8 @@ class FullSoftmaxLoader(DataLoader):
             return
         done = int(state.get('batches', 0))
         self._order.start = min(done, len(self._order))
-        log.info("resuming epoch %d after step %d", self.epoch, done)
+        log.info("resuming epoch %d after batch %d (full-softmax step)",
+                 self.epoch, done)
 
 
 def _identity(x):
