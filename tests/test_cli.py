@@ -33,7 +33,7 @@ def test_compose_defaults(compose_train, monkeypatch, tmp_path):
     assert cfg.model.hidden_channels == 256
     assert cfg.loss.name == 'softmax' and 'margin' not in cfg.loss
     assert cfg.trainer._target_ == 'lightning.pytorch.Trainer'
-    assert cfg.trainer.max_epochs == 10
+    assert cfg.trainer.max_epochs == 15
     check_config(cfg)
 
 
