@@ -304,7 +304,7 @@ SOFTMAX_MODES = ('auto', 'full', 'sampled')
 #: ``loss.mode=auto`` trains with the exact full softmax up to this many
 #: items (``loss.full.max_items``' default). A full step costs
 #: O(items^2) for its scores: 28 s at 20K items on 2 CPU cores, so the
-#: default 300 steps take ~2.3 h there
+#: default 450 steps take ~3.5 h there
 #: (benchmarks/results/full_softmax_scaling.md).
 FULL_SOFTMAX_MAX_ITEMS = 20000
 
