@@ -202,6 +202,13 @@ def run(cfg: DictConfig,
         positive_backward=float(cfg.data.positives.get('backward', 0.0)),
         curriculum=curriculum,
         full_softmax=full)
+    if full is None:
+        steps = -(-dm.num_epoch_pairs // int(cfg.data.batch_size))
+        log.info("%d training pairs per epoch, %d minibatches of %d%s",
+                 dm.num_epoch_pairs, steps, int(cfg.data.batch_size),
+                 '' if cfg.data.positives.get('pairs_per_epoch') else
+                 ' (bound it with data.positives.pairs_per_epoch)'
+                 if steps > 1000 else '')
     module = PinSageModule(
         model=dict(in_channels=ds.num_features,
                    **OmegaConf.to_container(cfg.model)),
