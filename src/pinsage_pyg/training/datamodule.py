@@ -65,12 +65,38 @@ class _TrainedBatches:
         return {'datamodule': None}
 
 
-class EpochLoader(PinSageLinkLoader):
-    r"""One epoch's training loader (one rank's shard), resumable mid-epoch:
-    Lightning stores :meth:`state_dict` (epoch and batches trained) in the
-    checkpoint and hands it back to :meth:`load_state_dict` when training
-    restarts from it, before iterating; the next pass then starts right
-    after the last batch trained. Batches are a deterministic function of
+class _ResumableEpoch:
+    r"""Mid-epoch resume of a training loader whose batches are a
+    deterministic function of their position: Lightning stores
+    :meth:`state_dict` (epoch and batches trained) in the checkpoint and
+    hands it back to :meth:`load_state_dict` before iterating; the next
+    pass then starts right after the last batch trained. Subclasses set
+    ``_order`` (a :class:`_ResumableSequence`), ``epoch``, ``_trained`` and
+    ``_units`` (sequence positions per batch)."""
+    _resume_note = ''
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'epoch': self.epoch, 'batches': self._trained(),
+                'batch_size': int(self._units),
+                'num_pairs': len(self._order)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if (int(state.get('epoch', -1)) != self.epoch
+                or int(state.get('batch_size', -1)) != self._units
+                or int(state.get('num_pairs', -1)) != len(self._order)):
+            log.warning("checkpoint loader position %s does not match epoch "
+                        "%d's loader; replaying the epoch from its start",
+                        state, self.epoch)
+            return
+        done = int(state.get('batches', 0))
+        self._order.start = min(done * int(self._units), len(self._order))
+        log.info("resuming epoch %d after batch %d%s", self.epoch, done,
+                 self._resume_note)
+
+
+class EpochLoader(_ResumableEpoch, PinSageLinkLoader):
+    r"""One epoch's training loader (one rank's shard), resumable mid-epoch
+    (see :class:`_ResumableEpoch`). Batches are a deterministic function of
     their position (seeded order and negatives), so the resumed epoch sees
     exactly the batches the interrupted one would have."""
     def __init__(self, *args, epoch: int, trained: _TrainedBatches,
@@ -80,23 +106,9 @@ class EpochLoader(PinSageLinkLoader):
         self.epoch = int(epoch)
         self._trained = trained
 
-    def state_dict(self) -> Dict[str, Any]:
-        return {'epoch': self.epoch, 'batches': self._trained(),
-                'batch_size': int(self.batch_size),
-                'num_pairs': len(self._order)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if (int(state.get('epoch', -1)) != self.epoch
-                or int(state.get('batch_size', -1)) != self.batch_size
-                or int(state.get('num_pairs', -1)) != len(self._order)):
-            log.warning("checkpoint loader position %s does not match epoch "
-                        "%d's loader; replaying the epoch from its start",
-                        state, self.epoch)
-            return
-        done = int(state.get('batches', 0))
-        self._order.start = min(done * int(self.batch_size),
-                                len(self._order))
-        log.info("resuming epoch %d after batch %d", self.epoch, done)
+    @property
+    def _units(self) -> int:
+        return int(self.batch_size)
 
 
 def weighted_positives(dataset: PinSageDataset, window: int = 1,
@@ -159,12 +171,15 @@ class _FullSoftmaxSteps(torch.utils.data.Dataset):
         return state
 
 
-class FullSoftmaxLoader(DataLoader):
+class FullSoftmaxLoader(_ResumableEpoch, DataLoader):
     r"""One full-softmax epoch: :obj:`steps` batches, each the importance
     graph of all items plus the step's query rows and their targets (see
     :meth:`PinSageDataModule.full_step`). Resumable mid-epoch like
     :class:`EpochLoader`: a step is a deterministic function of its
     position."""
+    _units = 1
+    _resume_note = ' (full-softmax step)'
+
     def __init__(self, dataset: _FullSoftmaxSteps, steps: int, epoch: int,
                  trained: '_TrainedBatches', **kwargs):
         self._order = _ResumableSequence(torch.arange(steps))
@@ -172,22 +187,6 @@ class FullSoftmaxLoader(DataLoader):
                          collate_fn=_identity, **kwargs)
         self.epoch = int(epoch)
         self._trained = trained
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {'epoch': self.epoch, 'batches': self._trained(),
-                'batch_size': 1, 'num_pairs': len(self._order)}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if (int(state.get('epoch', -1)) != self.epoch
-                or int(state.get('num_pairs', -1)) != len(self._order)):
-            log.warning("checkpoint loader position %s does not match epoch "
-                        "%d's loader; replaying the epoch from its start",
-                        state, self.epoch)
-            return
-        done = int(state.get('batches', 0))
-        self._order.start = min(done, len(self._order))
-        log.info("resuming epoch %d after batch %d (full-softmax step)",
-                 self.epoch, done)
 
 
 def _identity(x):

@@ -763,12 +763,14 @@ class _ShuffleConf:
                 self.spark.conf.set(k, v)
 
 
-def write_atomic(fs: '_FS', df, path: str, key: str) -> None:
-    r"""Writes :obj:`df` as Parquet to a temporary sibling of :obj:`path`
-    and renames it into place: :obj:`path` exists only when complete."""
+def write_atomic(fs: '_FS', df, path: str, key: str,
+                 fmt: str = 'parquet') -> None:
+    r"""Writes :obj:`df` (as Parquet, or another ``DataFrameWriter`` format
+    such as ``text``) to a temporary sibling of :obj:`path` and renames it
+    into place: :obj:`path` exists only when complete."""
     tmp = f"{path}._tmp_{key}"
     try:
-        df.write.mode('overwrite').parquet(tmp)
+        getattr(df.write.mode('overwrite'), fmt)(tmp)
         if fs.exists(path):
             fs.delete(path)
         fs.rename(tmp, path)

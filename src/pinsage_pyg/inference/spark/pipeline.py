@@ -51,7 +51,7 @@ from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.inference.spark.job import (
     _FS, _check_columns, _has_scheme, _model_from_bytes, _qualify,
     _read_input, _read_model_bytes, _validate, default_num_groups,
-    read_embeddings, read_inputs, run_layers, write_heads)
+    read_embeddings, read_inputs, run_layers, write_atomic, write_heads)
 from pinsage_pyg.inference.spark.walks import (_check_params,
                                                compute_neighbors,
                                                read_interactions)
@@ -65,15 +65,7 @@ def _write_manifest(spark, fs: _FS, path: str, manifest: Dict[str, Any],
                     key: str) -> None:
     df = spark.createDataFrame([(json.dumps(manifest, sort_keys=True), )],
                                'value string').coalesce(1)
-    tmp = f"{path}._tmp_{key}"
-    try:
-        df.write.mode('overwrite').text(tmp)
-        if fs.exists(path):
-            fs.delete(path)
-        fs.rename(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.delete(tmp)
+    write_atomic(fs, df, path, key, 'text')
 
 
 def _read_manifest(spark, path: str) -> Dict[str, Any]:
