@@ -397,6 +397,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'model.out_channels', int, pos, '>= 1')
     _number(cfg, 'model.num_layers', int, lambda v: v >= 0, '>= 0')
     _choice(cfg, 'model.aggr', ('importance', 'mean', 'max'))
+    from pinsage_pyg.nn.model import QUERY_MODES
+    _choice(cfg, 'model.query_mode', QUERY_MODES)
     _number(cfg, 'model.dropout', float, lambda v: 0 <= v < 1, 'in [0, 1)')
     _number(cfg, 'model.neighbor_dropout', float, lambda v: 0 <= v <= 1,
             'in [0, 1]')

@@ -398,6 +398,7 @@ def test_default_config_passes(compose_train):
     ('optimizer.lr=-0.01', ConfigError, 'optimizer.lr must be > 0'),
     ('data.batch_size=0', ConfigError, 'data.batch_size must be >= 1'),
     ('model.aggr=sum', ConfigError, 'model.aggr must be'),
+    ('model.query_mode=shared', ConfigError, 'model.query_mode must be'),
     ('loss.name=triplet', ConfigError, 'loss.name must be'),
     ('model.hidden_channels=0', ConfigError, 'model.hidden_channels'),
     ('model.out_channels=0', ConfigError, 'model.out_channels'),

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch_geometric.loader import NodeLoader
 
-from pinsage_pyg.nn import PinSage, max_margin_loss, sampled_softmax_loss
+from pinsage_pyg.nn import (PinSage, max_margin_loss, sampled_softmax_loss,
+                            upgrade_model_kwargs)
 from pinsage_pyg.sampler import BipartiteCSR, PinSageSampler, importance_graph
 
 
@@ -16,12 +17,16 @@ def graph(num_items=80, seed=0):
 
 
 @pytest.mark.parametrize('aggr', ['importance', 'mean', 'max'])
-@pytest.mark.parametrize('asymmetric', [False, True])
-def test_minibatch_forward_equals_full_graph(aggr, asymmetric):
+@pytest.mark.parametrize('query', [None, 'separate', 'residual'])
+def test_minibatch_forward_equals_full_graph(aggr, query):
     torch.manual_seed(0)
     g = graph()
+    asymmetric = query is not None
     model = PinSage(10, 16, 8, num_layers=2, aggr=aggr,
-                    asymmetric=asymmetric).eval()
+                    asymmetric=asymmetric,
+                    query_mode=query or 'residual').eval()
+    if query == 'residual':  # as after training: a non-zero correction
+        torch.nn.init.normal_(model.query_delta.lin2.weight)
     full_q, full_i = model(g.x, g.edge_index, g.edge_weight)
     lw_q, lw_i = model.inference(g.x, g.edge_index, g.edge_weight,
                                  chunk_size=7)
@@ -41,6 +46,57 @@ def test_minibatch_forward_equals_full_graph(aggr, asymmetric):
         assert torch.equal(full_q, full_i)
     else:
         assert not torch.allclose(full_q, full_i)
+
+
+def test_residual_query_head_starts_symmetric_and_learns_direction():
+    torch.manual_seed(0)
+    g = graph()
+    model = PinSage(10, 16, 8, asymmetric=True)
+    assert model.query_mode == 'residual' and model.query_head is None
+    q, i = model(g.x, g.edge_index, g.edge_weight)
+    assert torch.equal(q, i)  # the symmetric model at initialisation
+    assert torch.equal(model(g.x, g.edge_index, g.edge_weight,
+                             side='query'), q)
+    # A directional target (0 -> 1 but not 1 -> 0) moves the query side
+    # away from the item side; the item head is trained through both.
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(20):
+        q, i = model(g.x, g.edge_index, g.edge_weight)
+        loss = -(q[0] * i[1]).sum() + (q[1] * i[0]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q, i = model(g.x, g.edge_index, g.edge_weight)
+    assert (q[0] * i[1]).sum() > (q[1] * i[0]).sum() + 0.5
+    assert not torch.allclose(q, i)
+    model.reset_parameters()
+    q, i = model(g.x, g.edge_index, g.edge_weight)
+    assert torch.equal(q, i)
+    # A separate head is a second random head: unequal from the start.
+    sep = PinSage(10, 16, 8, asymmetric=True, query_mode='separate')
+    assert sep.query_delta is None
+    q, i = sep(g.x, g.edge_index, g.edge_weight)
+    assert not torch.allclose(q, i)
+
+
+def test_query_modes_never_load_into_each_other():
+    sep = PinSage(10, 16, 8, asymmetric=True, query_mode='separate')
+    res = PinSage(10, 16, 8, asymmetric=True, query_mode='residual')
+    with pytest.raises(RuntimeError, match='query_'):
+        res.load_state_dict(sep.state_dict())
+    with pytest.raises(RuntimeError, match='query_'):
+        sep.load_state_dict(res.state_dict())
+    # Saved arguments of a version before query_mode: a separate head.
+    old = {'in_channels': 10, 'hidden_channels': 16, 'out_channels': 8,
+           'asymmetric': True}
+    assert upgrade_model_kwargs(old)['query_mode'] == 'separate'
+    assert 'query_mode' not in old  # not modified in place
+    PinSage(**upgrade_model_kwargs(old)).load_state_dict(sep.state_dict())
+    assert 'query_mode' not in upgrade_model_kwargs({'asymmetric': False})
+    assert upgrade_model_kwargs({'asymmetric': True, 'query_mode':
+                                 'residual'})['query_mode'] == 'residual'
+    with pytest.raises(ValueError, match='query_mode'):
+        PinSage(10, 16, 8, asymmetric=True, query_mode='shared')
 
 
 def test_inductive_embedding_of_unseen_item():

@@ -31,7 +31,7 @@ from pinsage_pyg.inference.export import (INDEX_KINDS, atomic_write,
                                           write_items_table)
 from pinsage_pyg.inference.layerwise import (WorkDirMismatch,
                                              layerwise_embed, run_manifest)
-from pinsage_pyg.nn import PinSage
+from pinsage_pyg.nn import PinSage, upgrade_model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ DONE = 'embed.json'
 #: needs it, or the targets would be in the graph).
 GRAPHS = {'all': 'none', 'train': 'leave_last_out'}
 MODEL_KEYS = ('in_channels', 'hidden_channels', 'out_channels', 'num_layers',
-              'aggr', 'asymmetric')
+              'aggr', 'asymmetric', 'query_mode')
 
 
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
@@ -165,6 +165,7 @@ def build_model(kwargs: Mapping[str, Any], weights: Mapping[str, Any],
                 ) -> PinSage:
     r"""The checkpoint's model, after checking it against the dataset's
     feature size and any model settings the config pins."""
+    kwargs = upgrade_model_kwargs(kwargs)
     for key, value in dict(expected or {}).items():
         if key in kwargs and kwargs[key] != value:
             raise ConfigError(

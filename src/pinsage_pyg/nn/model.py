@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,10 @@ from torch_geometric.utils import is_sparse
 
 from pinsage_pyg.nn.conv import (ADJ_LAYOUTS, PinSageConv, adj_to_edge_index,
                                  to_adj_t)
+
+
+#: ``query_mode=`` of an asymmetric :class:`PinSage`.
+QUERY_MODES = ('residual', 'separate')
 
 
 class PinSageHead(torch.nn.Module):
@@ -28,7 +32,49 @@ class PinSageHead(torch.nn.Module):
         self.lin2.reset_parameters()
 
     def forward(self, h: Tensor) -> Tensor:
-        return F.normalize(self.lin2(F.relu(self.lin1(h))), dim=-1)
+        return F.normalize(self.dense(h), dim=-1)
+
+    def dense(self, h: Tensor) -> Tensor:
+        r"""The head before the L2 normalisation."""
+        return self.lin2(F.relu(self.lin1(h)))
+
+
+class ResidualQueryHead(torch.nn.Module):
+    r"""The query side of an asymmetric model as a learned correction of
+    the item side: :math:`\mathbf{q}_u = \mathrm{norm}(\mathbf{G}_2
+    \mathrm{ReLU}(\mathbf{G}_1 \mathbf{h}_u + \mathbf{g}) +
+    \boldsymbol{\Delta}(\mathbf{h}_u))`, with :math:`\boldsymbol{\Delta}`
+    a dense block whose output layer starts at zero. At initialisation the
+    model is exactly the symmetric one (query = item), and training adds
+    only the directional part, so the asymmetric model learns as fast as
+    the symmetric one instead of aligning two random heads first."""
+    def __init__(self, in_channels: int, hidden_channels: int,
+                 out_channels: int):
+        super().__init__()
+        self.lin1 = torch.nn.Linear(in_channels, hidden_channels)
+        self.lin2 = torch.nn.Linear(hidden_channels, out_channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.lin1.reset_parameters()
+        torch.nn.init.zeros_(self.lin2.weight)
+
+    def delta(self, h: Tensor) -> Tensor:
+        r"""The correction :math:`\boldsymbol{\Delta}(\mathbf{h})`."""
+        return self.lin2(F.relu(self.lin1(h)))
+
+    def forward(self, h: Tensor, item_head: PinSageHead) -> Tensor:
+        return F.normalize(item_head.dense(h) + self.delta(h), dim=-1)
+
+
+def upgrade_model_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    r"""Saved :class:`PinSage` keyword arguments, completed for this
+    version: a model saved before :obj:`query_mode` existed had a separate
+    query head, so an asymmetric one gets ``query_mode="separate"``."""
+    out = dict(kwargs)
+    if out.get('asymmetric') and 'query_mode' not in out:
+        out['query_mode'] = 'separate'
+    return out
 
 
 class PinSage(torch.nn.Module):
@@ -55,6 +101,14 @@ class PinSage(torch.nn.Module):
         asymmetric (bool): Learn a second head for the *query* side, so that
             ``score(q, i) = <query(q), item(i)>`` can model directional
             ("what comes next") relations. (default: :obj:`False`)
+        query_mode (str): The query side of an asymmetric model:
+            :obj:`"residual"` (the item head plus a learned correction that
+            starts at zero, :class:`ResidualQueryHead`: training starts from
+            the symmetric model) or :obj:`"separate"` (a second
+            :class:`PinSageHead`, random at the start). With the full
+            softmax on ML-1M the separate head spent ~10 of 20 epochs
+            catching up with the symmetric model.
+            (default: :obj:`"residual"`)
         dropout (float): Dropout on the encoded features. (default: ``0``)
         neighbor_dropout (float): In training only, the share of nodes
             whose *whole* neighbourhood is dropped in every layer of a
@@ -68,8 +122,12 @@ class PinSage(torch.nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int,
                  out_channels: int, num_layers: int = 2,
                  aggr: str = 'importance', asymmetric: bool = False,
-                 dropout: float = 0.0, neighbor_dropout: float = 0.0):
+                 dropout: float = 0.0, neighbor_dropout: float = 0.0,
+                 query_mode: str = 'residual'):
         super().__init__()
+        if query_mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES} "
+                             f"(got {query_mode!r})")
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0 (got {num_layers})")
         if min(hidden_channels, out_channels) < 1:
@@ -86,6 +144,7 @@ class PinSage(torch.nn.Module):
         self.num_layers = num_layers
         self.aggr = aggr
         self.asymmetric = asymmetric
+        self.query_mode = query_mode
         self.dropout = dropout
         self.neighbor_dropout = float(neighbor_dropout)
         #: Where :meth:`dropped_nodes` draws from: torch's global generator
@@ -99,16 +158,25 @@ class PinSage(torch.nn.Module):
         ])
         self.head = PinSageHead(hidden_channels, hidden_channels,
                                 out_channels)
-        self.query_head = PinSageHead(hidden_channels, hidden_channels,
-                                      out_channels) if asymmetric else None
+        #: The query side of an asymmetric model: ``query_head`` (a head
+        #: of its own, ``query_mode="separate"``) or ``query_delta`` (the
+        #: correction of :class:`ResidualQueryHead`); distinct names, so a
+        #: checkpoint of one kind never loads into the other.
+        self.query_head = PinSageHead(
+            hidden_channels, hidden_channels, out_channels) \
+            if asymmetric and query_mode == 'separate' else None
+        self.query_delta = ResidualQueryHead(
+            hidden_channels, hidden_channels, out_channels) \
+            if asymmetric and query_mode == 'residual' else None
 
     def reset_parameters(self):
         self.encoder.reset_parameters()
         for conv in self.convs:
             conv.reset_parameters()
         self.head.reset_parameters()
-        if self.query_head is not None:
-            self.query_head.reset_parameters()
+        for head in (self.query_head, self.query_delta):
+            if head is not None:
+                head.reset_parameters()
 
     def encode(self, x: Tensor) -> Tensor:
         r"""Input encoder: item features :math:`[N, F]` -> hidden
@@ -184,13 +252,22 @@ class PinSage(torch.nn.Module):
         if side == 'item':
             return self.head(h)
         if side == 'query':
-            return (self.query_head or self.head)(h)
+            return self._query(h)
         if side == 'both':
+            if self.query_delta is not None:
+                dense = self.head.dense(h)
+                return (F.normalize(dense + self.query_delta.delta(h),
+                                    dim=-1), F.normalize(dense, dim=-1))
             item = self.head(h)
             query = item if self.query_head is None else self.query_head(h)
             return query, item
         raise ValueError(f"side must be 'item', 'query' or 'both' "
                          f"(got {side!r})")
+
+    def _query(self, h: Tensor) -> Tensor:
+        if self.query_delta is not None:
+            return self.query_delta(h, self.head)
+        return (self.query_head or self.head)(h)
 
     def project(self, k: int, h: Tensor) -> Tensor:
         r"""The neighbour messages of layer :obj:`k` (0-based):
@@ -282,5 +359,7 @@ class PinSage(torch.nn.Module):
                 f'{self.hidden_channels}, {self.out_channels}, '
                 f'num_layers={self.num_layers}, aggr={self.aggr}, '
                 f'asymmetric={self.asymmetric}'
+                + (f', query_mode={self.query_mode}' if self.asymmetric
+                   else '')
                 + (f', neighbor_dropout={self.neighbor_dropout}'
                    if self.neighbor_dropout else '') + ')')

@@ -28,6 +28,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pinsage_pyg.config import ConfigError
+from pinsage_pyg.nn.model import upgrade_model_kwargs
 from pinsage_pyg.utils import open_temp_sibling, safe_torch_load
 
 
@@ -196,7 +197,7 @@ def load_checkpoint(path) -> Dict[str, Any]:
 
 #: Model hyper-parameters a resumed run must share with its checkpoint.
 MODEL_KEYS = ('in_channels', 'hidden_channels', 'out_channels', 'num_layers',
-              'aggr', 'asymmetric')
+              'aggr', 'asymmetric', 'query_mode')
 #: Data-fingerprint keys (``PinSageDataModule.state_dict()``) that must match.
 DATA_KEYS = ('dataset', 'num_items', 'num_users', 'num_features')
 
@@ -234,8 +235,8 @@ def check_resume(ckpt: Mapping[str, Any], path, model: Mapping[str, Any],
             only means something for the same shards).
     """
     diffs: List[str] = []
-    saved_model = dict((ckpt.get('hyper_parameters') or {}).get('model')
-                       or {})
+    saved_model = upgrade_model_kwargs(
+        (ckpt.get('hyper_parameters') or {}).get('model') or {})
     for key in MODEL_KEYS:
         if key in saved_model and key in model and \
                 saved_model[key] != model[key]:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pinsage_pyg.config import check_loss, check_optimizer
 from pinsage_pyg.nn import (PinSage, full_softmax_loss, max_margin_loss,
-                           sampled_softmax_loss)
+                            sampled_softmax_loss, upgrade_model_kwargs)
 from pinsage_pyg.evaluation.baselines import EmbeddingScorer
 from pinsage_pyg.evaluation.protocols import (evaluate_leave_last_out,
                                               evaluate_pairs)
@@ -67,7 +67,8 @@ class PinSageModule(pl.LightningModule):
             raise ValueError("loss.mode 'auto' must be resolved to 'full' or "
                              "'sampled' before building the module "
                              "(pinsage_pyg.config.resolve_softmax_mode)")
-        self.model = PinSage(**model)
+        # Checkpoints of older versions: upgrade_model_kwargs.
+        self.model = PinSage(**upgrade_model_kwargs(model))
         self.loss_cfg = loss
         self.k = k
         self._emb: Optional[tuple[Tensor, Tensor]] = None

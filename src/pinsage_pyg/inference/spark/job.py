@@ -87,7 +87,7 @@ from torch import Tensor
 from pinsage_pyg.config import ConfigError
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.inference.export import atomic_write
-from pinsage_pyg.nn.model import PinSage
+from pinsage_pyg.nn.model import PinSage, upgrade_model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ PathLike = Union[str, os.PathLike]
 
 MODEL_FORMAT = 'pinsage_pyg.PinSage'
 MODEL_KWARGS = ('in_channels', 'hidden_channels', 'out_channels',
-                'num_layers', 'aggr', 'asymmetric', 'dropout')
+                'num_layers', 'aggr', 'asymmetric', 'query_mode', 'dropout')
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def _model_from_bytes(data: bytes, what: str) -> PinSage:
                           f"pinsage-train checkpoint (no model arguments "
                           f"found).")
     try:
-        model = PinSage(**kwargs)
+        model = PinSage(**upgrade_model_kwargs(kwargs))
         model.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(f"{what}: the weights do not fit the model "
