@@ -96,6 +96,8 @@ def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
     torch.manual_seed(1)
     model = PinSage(6, 8, 5, num_layers=2, aggr=aggr,
                     asymmetric=asymmetric).eval()
+    if asymmetric:  # the residual query side as after training: non-zero
+        torch.nn.init.normal_(model.query_delta.lin2.weight)
     paths = export_inputs(tmp_path, x, edge_index, edge_weight, model)
     spark_layerwise_embed(spark, paths['items'], paths['neighbors'],
                           paths['model'], tmp_path / 'out')

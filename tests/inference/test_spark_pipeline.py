@@ -56,6 +56,9 @@ def test_pipeline_equals_local_path_movielens_100k(spark, tmp_path, capsys):
     torch.manual_seed(0)
     model = PinSage(ds.num_features, 32, 16, num_layers=2,
                     asymmetric=True).eval()
+    # The residual query side as after training (it starts equal to the
+    # item side): the query embeddings must come out of the job distinct.
+    torch.nn.init.normal_(model.query_delta.lin2.weight)
     # The position of each training edge as its timestamp: the Spark job
     # then orders every user's items as the dataset's own graph does.
     inter, items, model_path = _inputs(
