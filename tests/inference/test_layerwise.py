@@ -20,7 +20,10 @@ from pinsage_pyg.inference.layerwise import (WorkDirMismatch,
 from pinsage_pyg.nn import PinSage
 from pinsage_pyg.sampler import BipartiteCSR, PinSageSampler, importance_graph
 
-SAMPLER = dict(num_neighbors=7, num_walks=20, walk_length=2, seed=5)
+# dense_block: blocks of 8 rows (chunks are whole blocks), so these small
+# graphs still have several chunks to resume from.
+SAMPLER = dict(num_neighbors=7, num_walks=20, walk_length=2, seed=5,
+               dense_block=8)
 
 
 def small_graph(num_items=120, cold=15, seed=0):
@@ -114,10 +117,10 @@ def test_gather_from_memory_or_file_and_partial_projection_resume(
     torch.manual_seed(0)
     csr, x = small_graph()
     model = PinSage(10, 16, 8).eval()
-    ref = layerwise_embed(model, x, csr, tmp_path / 'ref', chunk_size=17,
+    ref = layerwise_embed(model, x, csr, tmp_path / 'ref', chunk_size=16,
                           **SAMPLER)
     work = tmp_path / 'w'
-    run = layerwise_embed(model, x, csr, work, chunk_size=17,
+    run = layerwise_embed(model, x, csr, work, chunk_size=16,
                           keep_intermediate=True, memory_budget=budget,
                           **SAMPLER)
     assert run.item_path.read_bytes() == ref.item_path.read_bytes()
@@ -129,12 +132,12 @@ def test_gather_from_memory_or_file_and_partial_projection_resume(
     prog['done']['project1'] = 3
     (work / 'progress.json').write_text(json.dumps(prog))
     p1 = np.load(work / 'p1.npy', mmap_mode='r+')
-    p1[3 * 17:] = 7.0
+    p1[3 * 16:] = 7.0
     p1.flush()
     del p1
     for name in ('h1.npy', 'p2.npy', 'h2.npy', 'item_embeddings.npy'):
         (work / name).unlink()
-    again = layerwise_embed(model, x, csr, work, chunk_size=17,
+    again = layerwise_embed(model, x, csr, work, chunk_size=16,
                             memory_budget=budget, **SAMPLER)
     assert again.chunks_resumed == prog['done']['neighbors'] + \
         prog['done']['encode'] + 3
@@ -230,14 +233,14 @@ def test_progress_log_lines_within_a_long_stage(tmp_path, caplog,
     csr, x = small_graph()
     model = PinSage(10, 16, 8, num_layers=1).eval()
     caplog.set_level('INFO', logger='pinsage_pyg.inference.layerwise')
-    layerwise_embed(model, x, csr, tmp_path, chunk_size=50,
+    layerwise_embed(model, x, csr, tmp_path, chunk_size=48,
                     walk_chunk_size=60, progress='log', **SAMPLER)
     lines = _stage_lines(caplog.records)
     encode = [ln for ln in lines if ln.startswith('[2/5] encode')]
-    # Chunks of 50 of 120 items: two progress lines, then the closing one.
+    # Chunks of 48 of 120 items: two progress lines, then the closing one.
     assert [ln.split(', ')[0] for ln in encode[:2]] == [
-        '[2/5] encode: 50 of 120 items (41%)',
-        '[2/5] encode: 100 of 120 items (83%)']
+        '[2/5] encode: 48 of 120 items (40%)',
+        '[2/5] encode: 96 of 120 items (80%)']
     assert all('items/s, about ' in ln and ln.endswith('s left')
                for ln in encode[:2])
     assert encode[2].startswith('[2/5] encode: 120 items in ')
@@ -285,7 +288,7 @@ JOB = textwrap.dedent('''
         torch.manual_seed(1)
         model = PinSage(24, 32, 16, asymmetric=True).eval()
         layerwise_embed(model, x, csr, work, num_neighbors=20,
-                        num_walks=30, seed=3, chunk_size=64,
+                        num_walks=30, seed=3, chunk_size=64, dense_block=64,
                         walk_chunk_size=500)
         torch.set_num_threads(threads)
 ''')
@@ -367,3 +370,43 @@ def test_synthetic_graph_is_skewed_and_consistent(tmp_path):
     _, emb = layerwise_embed(model, xs, small, tmp_path, num_neighbors=10,
                              num_walks=10, chunk_size=1000).load()
     assert emb.shape == (3000, 4) and np.isfinite(emb).all()
+
+
+def test_chunk_size_does_not_change_a_byte(tmp_path):
+    # A matrix kernel sums in another order for another row count: with
+    # the dense maths on the chunk's rows, chunk_size=5 moved embeddings by
+    # ~1e-6. The layers now run on fixed, aligned blocks of
+    # INFERENCE_BLOCK rows; the catalogue spans several blocks and a
+    # partial last one.
+    from pinsage_pyg.nn.model import INFERENCE_BLOCK, aligned_chunk_size
+    n = 2 * INFERENCE_BLOCK + 300
+    g = torch.Generator().manual_seed(3)
+    user = torch.randint(400, (20000, ), generator=g)
+    item = torch.randint(n - 40, (20000, ), generator=g)
+    csr = BipartiteCSR.from_edges(user, item, 400, n)
+    x = torch.randn(n, 10, generator=g)
+    torch.manual_seed(0)
+    model = PinSage(10, 32, 8, num_layers=2, asymmetric=True).eval()
+    with torch.no_grad():  # a query side that differs from the item side
+        model.query_delta.lin2.weight.normal_()
+    files = {}
+    for c in (5, 700, INFERENCE_BLOCK, 3000, 10 * INFERENCE_BLOCK):
+        res = layerwise_embed(model, x, csr, tmp_path / str(c), chunk_size=c,
+                              walk_chunk_size=500, **{
+                                  **SAMPLER, 'dense_block': INFERENCE_BLOCK})
+        files[c] = (res.item_path.read_bytes(), res.query_path.read_bytes())
+        assert json.loads((tmp_path / str(c) / 'manifest.json').read_text(
+        ))['chunk_size'] == aligned_chunk_size(c)
+    ref = files.pop(5)
+    for c, got in files.items():
+        assert got == ref, c
+    # The in-memory path gives the same bytes for any chunk_size too:
+    ei, ew = load_neighborhoods(tmp_path / '5')
+    outs = [model.inference(x, ei, ew, chunk_size=c) for c in (1, 1500, n)]
+    for q, i in outs[1:]:
+        assert torch.equal(q, outs[0][0]) and torch.equal(i, outs[0][1])
+    query, item = np.load(tmp_path / '700' / 'query_embeddings.npy'), \
+        np.load(tmp_path / '700' / 'item_embeddings.npy')
+    assert np.abs(outs[0][1].numpy() - item).max() < 1e-5
+    assert np.abs(outs[0][0].numpy() - query).max() < 1e-5
+    assert np.abs(query - item).max() > 1e-3  # the sides really differ

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from pinsage_pyg.console import progress_mode
 from pinsage_pyg.inference.export import atomic_write
+from pinsage_pyg.nn.model import INFERENCE_BLOCK, aligned_chunk_size, in_blocks
 from pinsage_pyg.sampler.walk_backends import resolve_walk_backend
 from pinsage_pyg.sampler.walks import (BipartiteCSR, importance_neighbors,
                                        walk_key)
@@ -331,7 +332,8 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
                  walk_chunk_size: int = 65536,
                  extra_fingerprint: Optional[Dict[str, Any]] = None,
                  backend: str = 'auto',
-                 window: Optional[int] = None) -> Dict[str, Any]:
+                 window: Optional[int] = None,
+                 dense_block: int = INFERENCE_BLOCK) -> Dict[str, Any]:
     r"""What identifies a :func:`layerwise_embed` run (stored as
     ``manifest.json``): hashes of the model, the features and the graph,
     the sampler settings (with the resolved walk backend: walks of another
@@ -354,7 +356,10 @@ def run_manifest(model, x: ArrayLike, csr: BipartiteCSR,
         'graph': data_fingerprint(csr.item_ptr, csr.item_users, csr.user_ptr,
                                   csr.user_items),
         'sampler': sampler,
-        'chunk_size': int(chunk_size),
+        'chunk_size': aligned_chunk_size(chunk_size, dense_block),
+        # Rows per block of the dense maths (chunks are whole blocks): a
+        # run with other blocks has other last bits.
+        'dense_block': int(dense_block),
         'walk_chunk_size': int(walk_chunk_size),
         'extra': extra_fingerprint or {},
     }
@@ -382,6 +387,7 @@ def layerwise_embed(
     backend: str = 'auto',
     window: Optional[int] = None,
     memory_budget: Optional[int] = None,
+    dense_block: int = INFERENCE_BLOCK,
 ) -> LayerwiseResult:
     r"""Embeds every item layer-wise, out of core and resumably (see the
     module docstring for the stages and files).
@@ -408,8 +414,10 @@ def layerwise_embed(
             (default: ``50, 100, 2, 0.0``)
         seed (int): Seed of the walks. (default: ``0``)
         chunk_size (int): Items per chunk of the encode/project/layer/head
-            stages; memory grows with ``chunk_size * T * m``.
-            (default: ``16384``)
+            stages, rounded up to whole blocks of
+            :obj:`dense_block` rows (the dense maths runs on those fixed
+            blocks, so the embeddings are the same bytes for every value);
+            memory grows with ``chunk_size * T * m``. (default: ``16384``)
         walk_chunk_size (int): Seed items per chunk of the walks (a
             memory setting: with the plain walk the neighbourhoods are the
             same for every value). (default: ``65536``)
@@ -435,6 +443,10 @@ def layerwise_embed(
         window (int, optional): Time-local walks (see
             :func:`~pinsage_pyg.sampler.random_walk`); part of the
             manifest.
+        dense_block (int): Rows per block of the dense maths, aligned at
+            multiples of it (part of the manifest: another value changes
+            the last bits). (default:
+            :data:`~pinsage_pyg.nn.model.INFERENCE_BLOCK`, 1024)
         memory_budget (int, optional): Bytes a layer may hold in memory
             for the rows its pooling gathers (the projected rows of all
             ``N`` items, ``N * hidden * 4``): within the budget they are
@@ -459,13 +471,15 @@ def layerwise_embed(
         raise ValueError(f"x has {x.shape[1]} features but the model "
                          f"expects {in_channels}")
     for name, value in (('chunk_size', chunk_size),
-                        ('walk_chunk_size', walk_chunk_size)):
+                        ('walk_chunk_size', walk_chunk_size),
+                        ('dense_block', dense_block)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1 (got "
                              f"{value!r})")
     if num_neighbors < 1:
         raise ValueError(f"num_neighbors (T) must be >= 1 (got "
                          f"{num_neighbors})")
+    chunk_size = aligned_chunk_size(chunk_size, dense_block)
     mode = progress_mode(progress)
     if memory_budget is None:
         memory_budget = default_memory_budget()
@@ -476,7 +490,7 @@ def layerwise_embed(
     manifest = run_manifest(model, x, csr, num_neighbors, num_walks,
                             walk_length, restart_prob, seed, chunk_size,
                             walk_chunk_size, extra_fingerprint, backend,
-                            window)
+                            window, dense_block)
     backend = manifest['sampler']['backend']
     _check_manifest(work, manifest, overwrite)
     stage_seconds = {'fingerprint': time.time() - t0}
@@ -585,7 +599,8 @@ def layerwise_embed(
     h_path = work / 'h0.npy'
     need(h_path, 'encode', chunk_size, np.float32, (num_items, m))
     for c, lo, hi in chunks('encode', chunk_size):
-        h = model.encode(_rows(x, lo, hi).to(device))
+        h = in_blocks(model.encode, _rows(x, lo, hi).to(device),
+                      block=dense_block)
         _write_rows(h_path, lo, h.cpu().numpy())
         prog.mark('encode', c + 1)
 
@@ -608,8 +623,9 @@ def layerwise_embed(
             if done_rows:  # the resumed chunks
                 _read_rows(p_path, 0, done_rows, out=resident[:done_rows])
         for c, lo, hi in chunks(f'project{k + 1}', chunk_size):
-            p = model.project(k, torch.from_numpy(
-                _read_rows(h_path, lo, hi)).to(device)).cpu().numpy()
+            p = in_blocks(lambda t: model.project(k, t), torch.from_numpy(
+                _read_rows(h_path, lo, hi)).to(device),
+                block=dense_block).cpu().numpy()
             _write_rows(p_path, lo, p)
             if resident is not None:
                 resident[lo:hi] = p
@@ -645,7 +661,8 @@ def layerwise_embed(
                          if resident is None else
                          proj.index_select(0, src)).to(device)
             h_dst = torch.from_numpy(_read_rows(h_path, lo, hi))
-            out = model.convolve(k, p_src, h_dst.to(device), adj_t)
+            out = model.convolve(k, p_src, h_dst.to(device), adj_t,
+                                 block=dense_block)
             _write_rows(out_path, lo, out.cpu().numpy())
             prog.mark(f'layer{k + 1}', c + 1)
         proj = resident = None  # unmap / free
@@ -665,7 +682,8 @@ def layerwise_embed(
         need(query_path, 'heads', chunk_size, np.float32, (num_items, d))
     for c, lo, hi in chunks('heads', chunk_size):
         h = torch.from_numpy(_read_rows(h_path, lo, hi)).to(device)
-        query, item = model.heads(h, 'both')
+        query, item = in_blocks(lambda t: model.heads(t, 'both'), h,
+                                block=dense_block)
         _write_rows(item_path, lo, item.cpu().numpy())
         if query_path is not None:
             _write_rows(query_path, lo, query.cpu().numpy())

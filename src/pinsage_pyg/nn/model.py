@@ -16,6 +16,38 @@ from pinsage_pyg.nn.conv import (ADJ_LAYOUTS, PinSageConv, adj_to_edge_index,
 #: ``query_mode=`` of an asymmetric :class:`PinSage`.
 QUERY_MODES = ('residual', 'separate')
 
+#: Rows per block of the dense maths in layer-wise inference
+#: (:meth:`PinSage.inference`, :func:`~pinsage_pyg.inference.layerwise_embed`).
+#: A matrix kernel's summation order depends on the row count it is given,
+#: so a row's embedding would change in the last bits with the chunk it
+#: falls in. Every dense layer therefore runs on fixed blocks of this many
+#: rows, aligned at multiples of it, and the chunks are whole blocks
+#: (:func:`aligned_chunk_size`): embeddings are byte-identical whatever the
+#: chunk size. (Sparse pooling is row by row, so it needs no blocks.)
+INFERENCE_BLOCK = 1024
+
+
+def aligned_chunk_size(chunk_size: int,
+                       block: int = INFERENCE_BLOCK) -> int:
+    r""":obj:`chunk_size` rounded up to a whole number of dense blocks of
+    :obj:`block` rows (:data:`INFERENCE_BLOCK`), the chunk layer-wise
+    inference really uses."""
+    return -(-int(chunk_size) // block) * block
+
+
+def in_blocks(fn, *rows: Tensor, block: int = INFERENCE_BLOCK):
+    r"""``fn(*rows)`` computed on consecutive blocks of :obj:`block` rows
+    and concatenated (tuple outputs element-wise). With the first row at a
+    multiple of :obj:`block`, each block has the same shape and contents
+    for any chunking of the rows, so the output bytes do not depend on it."""
+    n = rows[0].size(0)
+    if n <= block:
+        return fn(*rows)
+    parts = [fn(*(r[i:i + block] for r in rows)) for i in range(0, n, block)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
+
 
 class PinSageHead(torch.nn.Module):
     r"""The paper's final dense layers
@@ -278,7 +310,8 @@ class PinSage(torch.nn.Module):
     def convolve(self, k: int, proj: Tensor, h_dst: Tensor,
                  edge_index: Adj,
                  edge_weight: Optional[Tensor] = None,
-                 fused: bool = True) -> Tensor:
+                 fused: bool = True,
+                 block: Optional[int] = None) -> Tensor:
         r"""Layer :obj:`k` (0-based) of a block of target nodes from the
         *projected* messages of their neighbours: pooling of :obj:`proj`
         over :obj:`edge_index` followed by
@@ -300,16 +333,22 @@ class PinSage(torch.nn.Module):
             edge_weight (Tensor, optional): Importance weights ``[E]``.
             fused (bool): Pool with one sparse-dense matmul where the
                 layout allows (see :meth:`PinSageConv.pool`).
+            block (int, optional): Run the dense update on blocks of this
+                many target rows (:func:`in_blocks`; inference passes
+                :data:`INFERENCE_BLOCK`), else on all rows at once.
         """
         conv = self.convs[k]
         pooled = conv.pool(proj, edge_index, edge_weight,
                            size=(proj.size(0), h_dst.size(0)), fused=fused)
-        return conv.update_nodes(h_dst, pooled)
+        if block is None:
+            return conv.update_nodes(h_dst, pooled)
+        return in_blocks(conv.update_nodes, h_dst, pooled, block=block)
 
     @torch.no_grad()
     def inference(self, x: Tensor, edge_index: Tensor,
                   edge_weight: Optional[Tensor] = None,
-                  chunk_size: int = 65536, layout: str = 'csr'):
+                  chunk_size: int = 65536, layout: str = 'csr',
+                  block: int = INFERENCE_BLOCK):
         r"""Layer-wise full-graph embedding in memory (the paper's MapReduce
         inference): for every layer, the neighbour messages of all nodes
         are projected once (:meth:`project`), then every node is updated
@@ -326,21 +365,30 @@ class PinSage(torch.nn.Module):
         per edge, then scatter). All give the same embeddings (up to float
         summation order).
 
+        The dense layers run on fixed blocks of :obj:`block` rows
+        (:data:`INFERENCE_BLOCK`) and :obj:`chunk_size` is rounded up to
+        whole blocks (:func:`aligned_chunk_size`), so the embeddings are
+        byte-identical for any :obj:`chunk_size` (with the ``csr`` layout).
+
         Returns ``(query, item)`` embeddings of all nodes.
         """
         if layout not in ADJ_LAYOUTS:
             raise ValueError(f"unknown adjacency layout '{layout}' (choose "
                              f"one of {', '.join(ADJ_LAYOUTS)})")
+        for name, value in (('chunk_size', chunk_size), ('block', block)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1 (got "
+                                 f"{value!r})")
+        chunk_size = aligned_chunk_size(chunk_size, block)
         num_nodes = x.size(0)
         dst = edge_index[1]
         starts = range(0, num_nodes, chunk_size)
         bounds = torch.searchsorted(
             dst, torch.arange(0, num_nodes + chunk_size, chunk_size,
                               device=dst.device).clamp(max=num_nodes))
-        h = torch.cat([self.encode(x[lo:lo + chunk_size]) for lo in starts])
+        h = in_blocks(self.encode, x, block=block)
         for k in range(self.num_layers):
-            proj = torch.cat([self.project(k, h[lo:lo + chunk_size])
-                              for lo in starts])
+            proj = in_blocks(lambda t: self.project(k, t), h, block=block)
             out = []
             for c, lo in enumerate(starts):
                 hi = min(lo + chunk_size, num_nodes)
@@ -350,9 +398,10 @@ class PinSage(torch.nn.Module):
                 ew = None if edge_weight is None else edge_weight[e0:e1]
                 adj = to_adj_t(ei, ew, (num_nodes, hi - lo), layout)
                 out.append(self.convolve(k, proj, h[lo:hi], adj, ew,
-                                         fused=layout != 'edge_index'))
+                                         fused=layout != 'edge_index',
+                                         block=block))
             h = torch.cat(out)
-        return self.heads(h, 'both')
+        return in_blocks(lambda t: self.heads(t, 'both'), h, block=block)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
