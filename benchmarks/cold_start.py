@@ -14,7 +14,17 @@ log (fresh: the newer log up to each user's evaluation point, i.e.
 `graph=train`). Validation- and test-split leave-last-out HR@10 is
 reported for rows whose target is a new item, rows whose query is a new
 item, and warm rows, next to the baselines of
-cold_start_baselines on the same split. On `--data synthetic` (clustered
+cold_start_baselines on the same split.
+
+`--protocol timeline --share S --eval-share E` (timeline_split) instead
+trains on everything before the (1 - S) time quantile and evaluates every
+engagement after the (1 - E) quantile (query = the user's previous
+engagement), users split into validation and test halves: zero-shot embeds
+on the training log, fresh on the newer log (everything before the
+evaluation time, graph=all), baselines on the same logs:
+
+    python benchmarks/cold_start.py --data movielens_100k --protocol \
+        timeline --share 0.3 --eval-share 0.15 --seeds 0 1 2 On `--data synthetic` (clustered
 catalogue, noisy features) it also reports the same-cluster share of the
 new items' top-10 neighbours. Writes benchmarks/results/cold_start_<data>.md.
 """
@@ -40,7 +50,9 @@ from pinsage_pyg.evaluation.cold_start import (cold_start_baselines,
                                                cold_start_splits,
                                                content_features,
                                                evaluate_cold_start,
-                                               new_item_mask, new_item_split)
+                                               new_item_mask, new_item_split,
+                                               timeline_split,
+                                               timeline_splits)
 from pinsage_pyg.inference import embed
 from pinsage_pyg.training import pipeline
 
@@ -109,6 +121,15 @@ def main():
     p.add_argument('--share', type=float, default=0.1,
                    help='share of the timeline whose first-time items are '
                    'new (default 0.1)')
+    p.add_argument('--protocol', choices=['last', 'timeline'],
+                   default='last',
+                   help="'last': leave-last-out rows of the full log; "
+                   "'timeline': every engagement after --eval-share")
+    p.add_argument('--eval-share', type=float, default=0.15,
+                   help='timeline: share of the timeline whose engagements '
+                   'are evaluated (default 0.15)')
+    p.add_argument('--max-warm-rows', type=int, default=20000,
+                   help='timeline: warm rows kept per half (a sample)')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--work-dir', default=None)
     p.add_argument('--write', default=None)
@@ -118,7 +139,9 @@ def main():
     torch.set_num_threads(args.threads)
     t_start = time.time()
     inter, items, spec, truth = load(args.data)
-    split = new_item_split(inter, args.share)
+    timeline = args.protocol == 'timeline'
+    split = timeline_split(inter, args.share, args.eval_share) if timeline \
+        else new_item_split(inter, args.share)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix='cold_start_'))
     work.mkdir(parents=True, exist_ok=True)
     items_p, old_p, full_p = (work / 'items.parquet', work / 'train.parquet',
@@ -131,15 +154,26 @@ def main():
     items[~items['item'].astype(str).isin(split.new_items)] \
         .to_parquet(old_items_p, index=False)
     split.train.to_parquet(old_p, index=False)
-    inter.to_parquet(full_p, index=False)
+    # The fresh setting's log: the full log (its graph=train leaves each
+    # user's last two out), or on the timeline everything before the
+    # evaluation time (all of it in the graph).
+    (split.newer if timeline else inter).to_parquet(full_p, index=False)
     fs = FeatureSpec(**spec)
     common = dict(features=fs, unknown_feature_items='embed')
     old_ds = build_dataset(split.train, items, name='cold_start', **common)
     full_ds = build_dataset(inter, items, name='cold_start', **common)
+    newer_ds = build_dataset(split.newer, items, name='cold_start',
+                             holdout='none', **common) if timeline \
+        else full_ds
+    assert np.array_equal(full_ds.item_ids, newer_ds.item_ids)
     # Validation rows choose (e.g. the neighbour dropout), test rows report:
-    splits = {f'{part} {group}': rows for part in ('val', 'test')
-              for group, rows in cold_start_splits(
-                  full_ds, split.new_items, part).items()}
+    if timeline:
+        splits = timeline_splits(full_ds, split,
+                                 max_warm_rows=args.max_warm_rows)
+    else:
+        splits = {f'{part} {group}': rows for part in ('val', 'test')
+                  for group, rows in cold_start_splits(
+                      full_ds, split.new_items, part).items()}
     is_new = new_item_mask(full_ds, split.new_items)
     print(f"{args.data}: {len(split.new_items)} new items (first engaged "
           f"after the {1 - args.share:.0%} time quantile), "
@@ -147,7 +181,7 @@ def main():
           f"training; test rows: " + ', '.join(
               f"{k} {v.query_item.numel()}" for k, v in splits.items()),
           flush=True)
-    base = cold_start_baselines(old_ds, full_ds,
+    base = cold_start_baselines(old_ds, newer_ds,
                                 transition=dict(window=8, decay=0.75,
                                                 backward_weight=0.5))
     base_table = evaluate_cold_start(base, splits)
@@ -180,7 +214,8 @@ def main():
                         *data_overrides(log, items_p, spec),
                         f"checkpoint='{ckpt}'", f'seed={seed}',
                         f'threads={args.threads}', 'progress=false',
-                        f'output.dir={run}/emb-{setting}', 'graph=train',
+                        f'output.dir={run}/emb-{setting}',
+                        f"graph={'all' if timeline else 'train'}",
                         'output.index=none', 'output.overwrite=true'])
                     embed.run(ecfg)
                     out[setting] = embeddings(run / f'emb-{setting}',
@@ -202,6 +237,22 @@ def main():
            time.time() - t_start)
 
 
+PROTOCOL_LAST = (
+    "HR@10 on the leave-last-out rows of the validation and test splits "
+    "(choose on val, report test). Both settings embed with pinsage-embed "
+    "graph=train (each user's last two interactions, the evaluation "
+    "targets, stay out of the graph).")
+PROTOCOL_TIMELINE = (
+    "Timeline protocol: training on every interaction before the cutoff; "
+    "HR@10 over every engagement in the last {e:.0%} of the timeline "
+    "(query = the user's previous engagement, candidates = all items minus "
+    "the user's earlier ones), users split at random into validation and "
+    "test halves (choose on val, report test), warm rows sampled. "
+    "Zero-shot embeds on the training log, fresh on the newer log "
+    "(everything before the evaluation time), both graph=all, with the "
+    "trained checkpoint; the newer-log baselines count on that same log.")
+
+
 def report(args, runs, base_table, extra, split, splits, seconds):
     metrics = [c for c in runs.columns if c.endswith('hr@10')]
     if 'same-cluster@10' in runs.columns:
@@ -211,7 +262,10 @@ def report(args, runs, base_table, extra, split, splits, seconds):
              f"Command: `python benchmarks/cold_start.py --data {args.data} "
              f"--seeds {' '.join(map(str, args.seeds))} --neighbor-dropout "
              f"{' '.join(map(str, args.neighbor_dropout))} --share "
-             f"{args.share}" + (f" -- {' '.join(args.overrides)}"
+             f"{args.share}" + (f" --protocol timeline --eval-share "
+                                f"{args.eval_share}"
+                                if args.protocol == 'timeline' else '')
+             + (f" -- {' '.join(args.overrides)}"
                                 if args.overrides else '') + "`", "",
              f"Machine: {platform.machine()}, {args.threads} torch threads "
              f"on 2 CPU cores shared with other jobs; {seconds / 60:.0f} min "
@@ -220,11 +274,9 @@ def report(args, runs, base_table, extra, split, splits, seconds):
              f"interactions and their item-table rows removed from "
              f"training. Rows: " + ', '.join(
                  f"{k} {v.query_item.numel()}" for k, v in splits.items())
-             + ". HR@10 on the leave-last-out rows of the validation and "
-             "test splits (choose on val, report test); PinSage mean ± "
-             f"standard error over {n} seed(s). Both settings embed with "
-             "pinsage-embed graph=train (each user's last two interactions, "
-             "the evaluation targets, stay out of the graph).", "",
+             + ". " + (PROTOCOL_TIMELINE.format(e=args.eval_share)
+                       if args.protocol == 'timeline' else PROTOCOL_LAST)
+             + f" PinSage mean ± standard error over {n} seed(s).", "",
              "| method | neighbor_dropout | " + ' | '.join(metrics) + " |",
              "|---" * (len(metrics) + 2) + "|"]
     for (p_drop, method), g in runs.groupby(['neighbor_dropout', 'method'],

@@ -1,10 +1,14 @@
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from pinsage_pyg.data import build_dataset, synthetic_interactions
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.evaluation.cold_start import (cold_start_splits,
-                                               new_item_mask, new_item_split)
+                                               new_item_mask, new_item_split,
+                                               timeline_split,
+                                               timeline_splits)
 
 
 def test_new_item_split_leaks_nothing_into_training():
@@ -53,3 +57,63 @@ def test_synthetic_catalogue_released_over_time_has_new_items():
     assert b['item'][early].nunique() < b['item'][late].nunique()
     with pytest.raises(ValueError, match='release_share'):
         synthetic_interactions(**kw, release_share=1.0)
+
+
+def test_timeline_split_rows_histories_and_no_leak():
+    inter, items = synthetic_interactions(80, 120, 3000, seed=1,
+                                          release_share=0.5)
+    sp = timeline_split(inter, 0.3, 0.15)
+    t = inter['timestamp']
+    assert sp.cutoff < sp.eval_time
+    # Training sees nothing from the cutoff on, hence no new item at all;
+    # the newer log everything before the evaluation time:
+    assert len(sp.train) == (t < sp.cutoff).sum() and \
+        (sp.train['timestamp'] < sp.cutoff).all()
+    assert not sp.train['item'].isin(sp.new_items).any()
+    assert len(sp.newer) == (t < sp.eval_time).sum()
+    first = inter.groupby('item')['timestamp'].min()
+    assert set(sp.new_items) == set(first.index[first >= sp.cutoff])
+    assert sp.newer['item'].isin(sp.new_items).any()  # fresh has some
+    # One row per engagement from the evaluation time on that has an
+    # earlier engagement of its user (its query), repeats left out:
+    log = inter.sort_values(['user', 'timestamp'], kind='stable')
+    has_prev = log.groupby('user').cumcount() > 0
+    repeat = log.duplicated(['user', 'item'])
+    assert repeat.any()  # the generator re-engages: those are no rows
+    assert len(sp.rows) == ((log['timestamp'] >= sp.eval_time)
+                            & has_prev & ~repeat).sum()
+    full = build_dataset(inter, items, unknown_feature_items='embed')
+    groups = timeline_splits(full, sp, max_warm_rows=50, seed=3)
+    assert set(groups) == {f'{p} {g}' for p in ('val', 'test')
+                           for g in ('new target', 'new query', 'warm')}
+    is_new = new_item_mask(full, sp.new_items)
+    for p in ('val', 'test'):
+        assert is_new[groups[f'{p} new target'].target_item].all()
+        assert is_new[groups[f'{p} new query'].query_item].all()
+        w = groups[f'{p} warm']
+        assert w.query_item.numel() == 50  # sampled down
+        assert not is_new[w.target_item].any()
+        assert not is_new[w.query_item].any()
+    n_new = sum(int(groups[f'{p} new target'].query_item.numel())
+                for p in ('val', 'test'))
+    assert n_new == int(is_new[torch.as_tensor(pd.Index(full.item_ids)
+                        .get_indexer(sp.rows['target'].astype(str)))]
+                        .sum())
+    # A row's excluded items are its user's earlier engagements, the query
+    # (the previous one) last; the target is not among them.
+    ids = np.asarray(full.item_ids)
+    r = groups['test new target']
+    for j in range(r.query_item.numel()):
+        hist = r.exclude_item[r.exclude_ptr[j]:r.exclude_ptr[j + 1]]
+        assert int(hist[-1]) == int(r.query_item[j])
+        assert int(r.target_item[j]) not in hist.tolist()
+        # the same history in the raw log:
+        tgt = ids[int(r.target_item[j])]
+        match = sp.rows[(sp.rows['target'].astype(str) == tgt) &
+                        (sp.rows['position'] == hist.numel())]
+        assert len(match) >= 1
+    assert groups['val warm'].query_item.numel() > 0
+    with pytest.raises(DataError, match='eval_share must be in'):
+        timeline_split(inter, 0.2, 0.3)
+    with pytest.raises(DataError, match='share must be in'):
+        timeline_split(inter, 0.0, 0.1)

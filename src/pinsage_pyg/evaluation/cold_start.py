@@ -30,6 +30,26 @@ negatives of every batch, recognisable by their log degree of 0).
 
 ``benchmarks/cold_start.py`` runs both with the baselines of
 :func:`cold_start_baselines`.
+
+The leave-last-out rows hold few new items (a user's last two ratings are
+rarely of a movie released late: 30 test rows with a new target on
+ML-100K, 0-9 on ML-1M), so there is also a **timeline** protocol
+(:func:`timeline_split`, :func:`timeline_splits`) with every later
+engagement as an evaluation row:
+
+- the training log is everything before the cutoff, the
+  :math:`(1 - \mathrm{share})` time quantile; the items first engaged at or
+  after it are new (none of their interactions is in training);
+- every engagement at or after the evaluation time (the
+  :math:`(1 - \mathrm{eval\_share})` quantile, after the cutoff) is a row:
+  query = the user's previous engagement, target = the engaged item,
+  candidates = every item minus those the user engaged before;
+- **zero-shot** embeds on the training log; **fresh** embeds on the newer
+  log, everything before the evaluation time (new items first engaged
+  between the cutoff and the evaluation time have interactions there), with
+  the trained checkpoint and no retraining;
+- rows are grouped as above and split by user into validation and test
+  halves (choose on one, report the other).
 """
 from __future__ import annotations
 
@@ -59,6 +79,9 @@ __all__ = [
     'content_features',
     'cold_start_baselines',
     'evaluate_cold_start',
+    'TimelineSplit',
+    'timeline_split',
+    'timeline_splits',
     'GRAPH_FEATURES',
 ]
 
@@ -111,6 +134,151 @@ def new_item_split(interactions: pd.DataFrame, share: float,
     keep = ~interactions[item_col].isin(new)
     return NewItemSplit(interactions[keep].reset_index(drop=True), new,
                         cutoff)
+
+
+class TimelineSplit(NamedTuple):
+    r"""The output of :func:`timeline_split`."""
+    #: The training log: every interaction before :attr:`cutoff`.
+    train: pd.DataFrame
+    #: The newer log of the fresh setting: every interaction before
+    #: :attr:`eval_time`.
+    newer: pd.DataFrame
+    #: Raw ids of the new items (first engaged at or after the cutoff).
+    new_items: np.ndarray
+    #: The evaluation rows (raw ids): ``user``, ``query`` (the user's
+    #: previous engagement), ``target`` and ``position`` (the target's
+    #: 0-based position in the user's chronological log), one per
+    #: engagement at or after :attr:`eval_time` that is not a repeat of an
+    #: item the user engaged before.
+    rows: pd.DataFrame
+    #: The full log sorted by user, then time (the rows' histories).
+    log: pd.DataFrame
+    cutoff: float
+    eval_time: float
+
+
+def timeline_split(interactions: pd.DataFrame, share: float,
+                   eval_share: float, user_col: str = 'user',
+                   item_col: str = 'item',
+                   time_col: str = 'timestamp') -> TimelineSplit:
+    r"""The timeline cold-start protocol (module docstring): the training
+    log before the :math:`(1 - \mathrm{share})` time quantile, the newer
+    log before the :math:`(1 - \mathrm{eval\_share})` quantile, and every
+    engagement from there on as an evaluation row.
+
+    Args:
+        interactions (pandas.DataFrame): The full log.
+        share (float): Share of the timeline whose first-time items are
+            new, in :math:`(0, 1)`.
+        eval_share (float): Share of the timeline whose engagements are
+            evaluated, in :math:`(0, \mathrm{share})`.
+    """
+    for name, v, hi in (('share', share, 1.0),
+                        ('eval_share', eval_share, share)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                not 0.0 < float(v) < float(hi):
+            raise DataError(f"timeline_split: {name} must be in (0, "
+                            f"{hi:g}) (got {v!r}): the evaluated share of "
+                            f"the timeline must be smaller than the share "
+                            f"whose first-time items are new.")
+    for col in (user_col, item_col, time_col):
+        if col not in interactions.columns:
+            raise DataError(f"timeline_split: the log has no column "
+                            f"'{col}' (columns: "
+                            f"{list(interactions.columns)}).")
+    t = interactions[time_col].to_numpy(dtype=np.float64)
+    cutoff = float(np.quantile(t, 1.0 - float(share)))
+    eval_time = float(np.quantile(t, 1.0 - float(eval_share)))
+    if not cutoff < eval_time:
+        raise DataError(f"timeline_split: the cutoff ({cutoff:g}) and the "
+                        f"evaluation time ({eval_time:g}) coincide (too "
+                        f"many equal timestamps); use shares further "
+                        f"apart.")
+    first = interactions.groupby(item_col, sort=False)[time_col].min()
+    new = np.sort(first.index[first.to_numpy(dtype=np.float64) >= cutoff]
+                  .to_numpy())
+    if len(new) == 0:
+        raise DataError(f"timeline_split: no item is first engaged in the "
+                        f"last {share:.0%} of the timeline; use a larger "
+                        f"share.")
+    log = interactions.sort_values([user_col, time_col], kind='stable') \
+        .reset_index(drop=True)
+    pos = log.groupby(user_col, sort=False).cumcount().to_numpy()
+    prev = log.groupby(user_col, sort=False)[item_col].shift(1)
+    # Re-engagements are no rows: the candidates exclude what the user
+    # engaged before, the target included.
+    again = log.duplicated([user_col, item_col]).to_numpy()
+    at = (log[time_col].to_numpy(dtype=np.float64) >= eval_time) & \
+        prev.notna().to_numpy() & ~again
+    rows = pd.DataFrame({'user': log[user_col].to_numpy()[at],
+                         'query': prev.to_numpy()[at],
+                         'target': log[item_col].to_numpy()[at],
+                         'position': pos[at]})
+    rows['query'] = rows['query'].astype(log[item_col].dtype)
+    if len(rows) == 0:
+        raise DataError("timeline_split: no engagement after the "
+                        "evaluation time has an earlier one of its user; "
+                        "use a larger eval_share.")
+    tt = interactions[time_col].to_numpy(dtype=np.float64)
+    return TimelineSplit(
+        interactions[tt < cutoff].reset_index(drop=True),
+        interactions[tt < eval_time].reset_index(drop=True),
+        new, rows, log.rename(columns={user_col: 'user', item_col: 'item'}),
+        cutoff, eval_time)
+
+
+def timeline_splits(ds: PinSageDataset, split: TimelineSplit,
+                    max_warm_rows: Optional[int] = 20000,
+                    seed: int = 0) -> Dict[str, LeaveLastOutSplit]:
+    r"""The rows of :func:`timeline_split` as inputs of
+    :func:`~pinsage_pyg.evaluation.evaluate_leave_last_out`, in
+    :obj:`ds`'s item order (build :obj:`ds` with the full item table):
+    ``'{val|test} {new target|new query|warm}'``. Users are split at random
+    (:obj:`seed`) into a validation and a test half; at most
+    :obj:`max_warm_rows` warm rows per half are kept (a random sample), the
+    rows with a new item all. A row's candidates exclude every item its
+    user engaged before the target."""
+    index = pd.Index(ds.item_ids)
+    log_item = index.get_indexer(split.log['item'].astype(str))
+    q = index.get_indexer(split.rows['query'].astype(str))
+    t = index.get_indexer(split.rows['target'].astype(str))
+    if (log_item < 0).any():
+        raise DataError(f"{ds.name}: {int((log_item < 0).sum())} logged "
+                        f"item(s) are not in the dataset's catalogue; build "
+                        f"it with the full item table.")
+    is_new = new_item_mask(ds, split.new_items).numpy()
+    users = split.rows['user'].to_numpy()
+    g = np.random.default_rng(seed)
+    uniq = np.unique(users)
+    val_users = set(g.permutation(uniq)[:len(uniq) // 2].tolist())
+    in_val = np.fromiter((u in val_users for u in users), bool, len(users))
+    # Where each user's chronological log starts in split.log:
+    log_users = split.log['user'].to_numpy()
+    starts = pd.Series(np.arange(len(log_users))).groupby(
+        log_users, sort=False).min()
+    start = starts.reindex(users).to_numpy()
+    pos = split.rows['position'].to_numpy()
+    out = {}
+    for part, m in (('val', in_val), ('test', ~in_val)):
+        groups = {'new target': m & is_new[t], 'new query': m & is_new[q],
+                  'warm': m & ~is_new[t] & ~is_new[q]}
+        for name, sel in groups.items():
+            idx = np.flatnonzero(sel)
+            if name == 'warm' and max_warm_rows is not None and \
+                    len(idx) > max_warm_rows:
+                idx = np.sort(g.choice(idx, max_warm_rows, replace=False))
+            lengths = pos[idx]
+            ptr = np.zeros(len(idx) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=ptr[1:])
+            hist = np.concatenate(
+                [log_item[s:s + n] for s, n in zip(start[idx], lengths)]) \
+                if len(idx) else np.zeros(0, dtype=np.int64)
+            out[f'{part} {name}'] = LeaveLastOutSplit(
+                torch.from_numpy(q[idx].astype(np.int64)),
+                torch.from_numpy(t[idx].astype(np.int64)),
+                torch.from_numpy(ptr), torch.from_numpy(
+                    hist.astype(np.int64)))
+    return out
 
 
 def _rows(ds: PinSageDataset, user: Tensor, query: Tensor,
