@@ -97,6 +97,20 @@ class NewItemSplit(NamedTuple):
     cutoff: float
 
 
+def _first_engaged_from(interactions: pd.DataFrame, cutoff: float,
+                        share: float, item_col: str, time_col: str,
+                        fn: str) -> np.ndarray:
+    r"""Sorted raw ids of the items first engaged at or after
+    :obj:`cutoff` (the new items); refuses a split without any."""
+    first = interactions.groupby(item_col, sort=False)[time_col].min()
+    new = np.sort(first.index[first.to_numpy(dtype=np.float64) >= cutoff]
+                  .to_numpy())
+    if len(new) == 0:
+        raise DataError(f"{fn}: no item is first engaged in the last "
+                        f"{share:.0%} of the timeline; use a larger share.")
+    return new
+
+
 def new_item_split(interactions: pd.DataFrame, share: float,
                    item_col: str = 'item',
                    time_col: str = 'timestamp') -> NewItemSplit:
@@ -124,13 +138,8 @@ def new_item_split(interactions: pd.DataFrame, share: float,
                             f"{list(interactions.columns)}).")
     t = interactions[time_col].to_numpy(dtype=np.float64)
     cutoff = float(np.quantile(t, 1.0 - float(share)))
-    first = interactions.groupby(item_col, sort=False)[time_col].min()
-    new = np.sort(first.index[first.to_numpy(dtype=np.float64) >= cutoff]
-                  .to_numpy())
-    if len(new) == 0:
-        raise DataError(f"new_item_split: no item is first engaged in the "
-                        f"last {share:.0%} of the timeline; use a larger "
-                        f"share.")
+    new = _first_engaged_from(interactions, cutoff, share, item_col,
+                              time_col, 'new_item_split')
     keep = ~interactions[item_col].isin(new)
     return NewItemSplit(interactions[keep].reset_index(drop=True), new,
                         cutoff)
@@ -194,13 +203,8 @@ def timeline_split(interactions: pd.DataFrame, share: float,
                         f"evaluation time ({eval_time:g}) coincide (too "
                         f"many equal timestamps); use shares further "
                         f"apart.")
-    first = interactions.groupby(item_col, sort=False)[time_col].min()
-    new = np.sort(first.index[first.to_numpy(dtype=np.float64) >= cutoff]
-                  .to_numpy())
-    if len(new) == 0:
-        raise DataError(f"timeline_split: no item is first engaged in the "
-                        f"last {share:.0%} of the timeline; use a larger "
-                        f"share.")
+    new = _first_engaged_from(interactions, cutoff, share, item_col,
+                              time_col, 'timeline_split')
     log = interactions.sort_values([user_col, time_col], kind='stable') \
         .reset_index(drop=True)
     pos = log.groupby(user_col, sort=False).cumcount().to_numpy()
