@@ -191,6 +191,10 @@ def main():
         extra['raw-feature cosine'] = same_cluster_share(
             x, torch.nonzero(is_new).flatten(), truth)
 
+    # Feature switches of the training run (data.recency_feature, ...)
+    # must reach the embedding job too (its schema check refuses others).
+    data_extra = [o for o in args.overrides
+                  if o.lstrip('+').startswith('data.')]
     rows = []
     with initialize_config_module(config_module='pinsage_pyg.configs',
                                   version_base=None):
@@ -214,7 +218,7 @@ def main():
                         *data_overrides(log, items_p, spec),
                         f"checkpoint='{ckpt}'", f'seed={seed}',
                         f'threads={args.threads}', 'progress=false',
-                        f'output.dir={run}/emb-{setting}',
+                        f'output.dir={run}/emb-{setting}', *data_extra,
                         f"graph={'all' if timeline else 'train'}",
                         'output.index=none', 'output.overwrite=true'])
                     embed.run(ecfg)

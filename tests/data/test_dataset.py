@@ -357,13 +357,43 @@ def test_recency_feature_orders_items_by_engagement_time():
                           'year': [1, 2, 3, 4, 5, 6, 7, 8]})
     ds = build_dataset(inter, items, FeatureSpec(numeric_columns=['year']),
                        unknown_feature_items='embed', recency_feature=True)
-    assert ds.feature_names[-2:] == ['mean_engagement_time',
-                                     'last_engagement_time']
-    mean_t = dict(zip(ds.item_ids, ds.x[:, -2].tolist()))
-    last_t = dict(zip(ds.item_ids, ds.x[:, -1].tolist()))
-    assert mean_t['old'] < mean_t['mid'] < mean_t['new']
-    assert last_t['old'] < last_t['mid'] < last_t['new']
+    assert ds.feature_names[-2:] == ['mean_engagement_age',
+                                     'last_engagement_age']
+    mean_a = dict(zip(ds.item_ids, ds.x[:, -2].tolist()))
+    last_a = dict(zip(ds.item_ids, ds.x[:, -1].tolist()))
+    assert mean_a['old'] > mean_a['mid'] > mean_a['new']
+    assert last_a['old'] > last_a['mid'] > last_a['new']
     # Items without train engagements (held out or cold) get the average:
-    assert abs(mean_t['cold'] - mean_t['xa']) < 1e-6
-    assert abs(mean_t['cold'] - mean_t['mid']) < 1e-6  # mid is the mean
+    assert abs(mean_a['cold'] - mean_a['xa']) < 1e-6
+    seen = ['old', 'mid', 'new']
+    assert abs(mean_a['cold'] - np.mean([mean_a[k] for k in seen])) < 1e-5
+    # Ages do not move with the clock: the same log a year later gives the
+    # same features; on a newer log with the trained statistics, an item
+    # engaged at its end is as recent as 'new' was in training (timestamps
+    # would clip every active item to the trained maximum).
+    later = inter.assign(timestamp=inter['timestamp'] + 10**7)
+    again = build_dataset(later, items, FeatureSpec(numeric_columns=['year']),
+                          unknown_feature_items='embed', recency_feature=True)
+    assert torch.allclose(again.x, ds.x)
+    newer = pd.concat([later, pd.DataFrame({
+        'user': ['a', 'b'], 'item': ['cold', 'cold'],
+        'timestamp': [10**7 + 11.5, 10**7 + 12]})])
+    fresh = build_dataset(newer, items, FeatureSpec(numeric_columns=['year']),
+                          unknown_feature_items='embed', recency_feature=True,
+                          holdout='none', feature_stats=ds.feature_stats)
+    f_last = dict(zip(fresh.item_ids, fresh.x[:, -1].tolist()))
+    assert f_last['cold'] < f_last['mid']
+    assert abs(f_last['cold'] - last_a['new']) < 1e-5
+    # A checkpoint's statistics of the earlier timestamp features keep them:
+    legacy = {k: v for k, v in ds.feature_stats.items()
+              if 'engagement' not in k}
+    legacy.update({'mean_engagement_time': {'mean': 5.0, 'std': 3.0,
+                                            'min': 1.0, 'max': 10.0},
+                   'last_engagement_time': {'mean': 7.0, 'std': 3.0,
+                                            'min': 1.0, 'max': 10.0}})
+    old = build_dataset(inter, items, FeatureSpec(numeric_columns=['year']),
+                        unknown_feature_items='embed', recency_feature=True,
+                        feature_stats=legacy)
+    assert old.feature_names[-2:] == ['mean_engagement_time',
+                                      'last_engagement_time']
     assert torch.isfinite(ds.x).all()

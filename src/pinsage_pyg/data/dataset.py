@@ -208,9 +208,16 @@ def build_dataset(
         degree_feature (bool): Append standardised ``log(1 + train degree)``
             (the paper's degree feature; items without train interactions
             get the average of the others). (default: :obj:`True`)
-        recency_feature (bool): Append the standardised mean and latest
-            train timestamp of each item's engagements (items without any
-            get the average). (default: :obj:`False`)
+        recency_feature (bool): Append the standardised ages of each
+            item's mean and latest train engagement, ``log(1 + t_end - t)``
+            with ``t_end`` the log's latest train timestamp (items without
+            any get the average). Ages, not timestamps: on a newer log
+            (``pinsage-embed``) a movie engaged yesterday looks as recent
+            as one engaged the day before the training log ended, instead
+            of clipped to the trained range with every other active item.
+            A training run's :obj:`feature_stats` of the earlier timestamp
+            features (``mean_engagement_time``) keep those. (default:
+            :obj:`False`)
         holdout (str): ``'leave_last_out'`` (default) holds out each
             user's last two interactions (:attr:`~PinSageDataset.val`,
             :attr:`~PinSageDataset.test`), as training and evaluation need;
@@ -318,7 +325,13 @@ def build_dataset(
         np.maximum.at(last_t, it, t)
         seen = cnt > 0
         rec = np.stack([mean_t / np.maximum(cnt, 1), last_t], axis=1)
-        rec_names = ['mean_engagement_time', 'last_engagement_time']
+        if 'mean_engagement_time' in (feature_stats or {}):
+            # A checkpoint from before the ages: its timestamp features.
+            rec_names = ['mean_engagement_time', 'last_engagement_time']
+        else:
+            t_end = float(t.max()) if len(t) else 0.0
+            rec = np.log1p(np.maximum(t_end - rec, 0.0))
+            rec_names = ['mean_engagement_age', 'last_engagement_age']
         if seen.any():
             rec[~seen] = rec[seen].mean(axis=0)
         else:
