@@ -399,24 +399,30 @@ STATE_SCHEMA = ('g int, item_id long, h binary, nbr array<long>, '
                 'w array<float>, dest array<int>')
 MSG_SCHEMA = 'g int, v long, m binary'
 STATE_COLUMNS = ('g', 'item_id', 'h', 'nbr', 'w', 'dest')
+#: The state of the broadcast gather (no ``dest``: messages reach every
+#: task through the broadcast, not a shuffle).
+BCAST_STATE_SCHEMA = 'g int, item_id long, h binary, nbr array<long>, ' \
+    'w array<float>'
+BCAST_STATE_COLUMNS = STATE_COLUMNS[:5]
 
 
-def _state_batch(src, h: Tensor):
+def _state_batch(src, h: Tensor, names: Sequence[str] = STATE_COLUMNS):
     import pyarrow as pa
     cols = [src.column('g'), src.column('item_id'), pack_vectors(h)] + \
-        [src.column(c) for c in STATE_COLUMNS[3:]]
-    return pa.RecordBatch.from_arrays(cols, names=list(STATE_COLUMNS)) \
+        [src.column(c) for c in names[3:]]
+    return pa.RecordBatch.from_arrays(cols, names=list(names)) \
         if isinstance(src, pa.RecordBatch) else \
-        pa.Table.from_arrays(cols, names=list(STATE_COLUMNS))
+        pa.Table.from_arrays(cols, names=list(names))
 
 
-def _encode_fn(broadcast, key: str, threads: int, dim: int):
+def _encode_fn(broadcast, key: str, threads: int, dim: int,
+               names: Sequence[str] = STATE_COLUMNS):
     def encode(batches):
         model = _worker_model(broadcast, key, threads)
         for b in batches:
             x = torch.from_numpy(list_vectors(b.column('features'), dim))
             with torch.no_grad():
-                yield _state_batch(b, model.encode(x))
+                yield _state_batch(b, model.encode(x), names)
     return encode
 
 
@@ -462,6 +468,59 @@ def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
         with torch.no_grad():
             out = model.convolve(layer, torch.from_numpy(m), h, adj, ew)
         return _state_batch(state, out)
+    return update
+
+
+def _messages_fn(broadcast, key: str, threads: int, layer: int, dim: int):
+    r"""Projects every item once: one ``(v, m)`` row per item (the
+    broadcast gather collects them on the driver)."""
+    def project(batches):
+        import pyarrow as pa
+        model = _worker_model(broadcast, key, threads)
+        for b in batches:
+            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
+            with torch.no_grad():
+                m = model.project(layer, h)
+            yield pa.RecordBatch.from_arrays(
+                [b.column('item_id'), pack_vectors(m)], names=['v', 'm'])
+    return project
+
+
+_WORKER_MESSAGES: Dict[str, tuple] = {}
+
+
+def _worker_messages(messages, key: str) -> tuple:
+    r"""The broadcast ``(sorted ids, messages)`` of a layer as
+    ``(np.ndarray, Tensor)``, unpickled once per Python worker."""
+    got = _WORKER_MESSAGES.get(key)
+    if got is None:
+        ids, m = messages.value
+        _WORKER_MESSAGES.clear()  # one layer's messages at a time
+        got = _WORKER_MESSAGES[key] = (ids, torch.from_numpy(m))
+    return got
+
+
+def _gather_update_fn(broadcast, key: str, threads: int, layer: int,
+                      dim: int, messages, messages_key: str):
+    r"""A partition's items pooled over the broadcast messages of all
+    items and updated with :meth:`PinSage.convolve` (no shuffle)."""
+    from pinsage_pyg.nn.conv import to_adj_t
+
+    def update(batches):
+        model = _worker_model(broadcast, key, threads)
+        ids, m = _worker_messages(messages, messages_key)
+        for b in batches:
+            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
+            lengths, nbr = _list_parts(b.column('nbr'))
+            _, w = _list_parts(b.column('w'))
+            src = np.searchsorted(ids, nbr)
+            dst = np.repeat(np.arange(b.num_rows), lengths)
+            ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+            ew = torch.from_numpy(w.astype(np.float32, copy=False))
+            adj = to_adj_t(ei, ew, (len(m), b.num_rows), 'csr')
+            with torch.no_grad():
+                out = model.convolve(layer, m, h, adj, ew)
+            yield _state_batch(b, out, BCAST_STATE_COLUMNS)
     return update
 
 
@@ -714,21 +773,24 @@ def _group_of(col: str, keys: Sequence[int]):
                         .cast('int')).alias('g')
 
 
-def _initial_state(items, neighbors, keys: Sequence[int]):
+def _initial_state(items, neighbors, keys: Sequence[int],
+                   dest: bool = True):
     r"""Items joined with their neighbour lists (arrays, one row per item)
-    and the groups their messages go to: the input of layer 0."""
+    and (with :obj:`dest`) the groups their messages go to: the input of
+    layer 0."""
     from pyspark.sql import functions as F
     adj = neighbors.groupBy('target').agg(F.array_sort(F.collect_list(
         F.struct('neighbor', F.col('weight').cast('float').alias('w'))))
         .alias('e')).select(F.col('target').alias('item_id'),
                             F.col('e.neighbor').alias('nbr'),
                             F.col('e.w').alias('w'))
-    dest = neighbors.select('neighbor', _group_of('target', keys)) \
+    dests = neighbors.select('neighbor', _group_of('target', keys)) \
         .distinct().groupBy('neighbor').agg(
             F.array_sort(F.collect_list('g')).alias('dest')) \
         .withColumnRenamed('neighbor', 'item_id')
-    return items.select(_group_of('item_id', keys), 'item_id', 'features') \
-        .join(adj, 'item_id', 'left').join(dest, 'item_id', 'left')
+    state = items.select(_group_of('item_id', keys), 'item_id',
+                         'features').join(adj, 'item_id', 'left')
+    return state.join(dests, 'item_id', 'left') if dest else state
 
 
 def default_num_groups(spark, num_edges: int,
@@ -779,32 +841,106 @@ def write_atomic(fs: '_FS', df, path: str, key: str,
             fs.delete(tmp)
 
 
+#: The largest projected-message table (``num_items * hidden * 4`` bytes)
+#: that ``gather='auto'`` broadcasts instead of shuffling: it is collected
+#: on the driver (``spark.driver.maxResultSize``, default 1 GiB) and held
+#: once by every Python worker.
+BROADCAST_LIMIT = 512 * 2**20
+
+GATHERS = ('auto', 'broadcast', 'shuffle')
+
+
+def choose_gather(gather: str, num_items: int, hidden: int,
+                  limit: int = BROADCAST_LIMIT) -> str:
+    r"""``broadcast`` or ``shuffle`` for :obj:`gather` (``auto``: broadcast
+    when the projected messages of all items fit in :obj:`limit` bytes)."""
+    if gather not in GATHERS:
+        raise ConfigError(f"gather must be one of {', '.join(GATHERS)} (got "
+                          f"'{gather}').")
+    if gather == 'auto':
+        return 'broadcast' if num_items * hidden * 4 <= limit else 'shuffle'
+    return gather
+
+
+def _collect_messages(spark, msgs, hidden: int):
+    r"""The ``(v, m)`` rows of all items on the driver, sorted by id, as a
+    broadcast ``(ids, messages)``."""
+    table = msgs.toArrow()
+    ids = table.column('v').to_numpy()
+    order = np.argsort(ids, kind='stable')
+    m = unpack_vectors(table.column('m'), hidden)[order]
+    del table
+    return spark.sparkContext.broadcast((ids[order], m))
+
+
+def _layer_matches(spark, path: str, gather: str) -> bool:
+    r"""Whether a layer on disk was written by :obj:`gather` (the shuffle
+    needs the ``dest`` column, which the broadcast gather does not
+    write)."""
+    return gather == 'broadcast' or 'dest' in spark.read.parquet(path).columns
+
+
 def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
                layer_path, fs: '_FS', num_groups: int, threads: int = 1,
-               reuse: bool = False, on_layer=None):
+               reuse: bool = False, on_layer=None, gather: str = 'shuffle'):
     r"""Layers :math:`0..K` of every item: returns the final state
-    DataFrame (``STATE_SCHEMA``). Layer :math:`k` is written to
-    ``layer_path(k)`` (atomically); with :obj:`reuse`, a layer already
-    there is read instead of recomputed (a resumed run)."""
+    DataFrame. Layer :math:`k` is written to ``layer_path(k)``
+    (atomically); with :obj:`reuse`, a layer already there is read
+    instead of recomputed (a resumed run).
+
+    :obj:`gather` is how a layer's projected messages reach the targets:
+    ``shuffle`` (one row per (group, item), ``cogroup`` per group, any
+    size) or ``broadcast`` (collected on the driver and broadcast to every
+    Python worker; every partition is then pooled and updated in place,
+    with no shuffle; see :data:`BROADCAST_LIMIT`)."""
+    if gather not in ('broadcast', 'shuffle'):
+        raise ConfigError(f"gather must be 'broadcast' or 'shuffle' here "
+                          f"(got '{gather}'; see choose_gather).")
     sc = spark.sparkContext
     broadcast = sc.broadcast(payload)
     key = uuid.uuid4().hex
     in_channels = int(model.encoder.in_channels)
     hidden = int(model.hidden_channels)
+    bcast = gather == 'broadcast'
+    schema = BCAST_STATE_SCHEMA if bcast else STATE_SCHEMA
+    names = BCAST_STATE_COLUMNS if bcast else STATE_COLUMNS
+    stale = False  # a layer recomputed: the later ones are recomputed too
     try:
         with _ShuffleConf(spark, num_groups):
             keys = group_keys(spark, num_groups)
             for k in range(model.num_layers + 1):
                 path = layer_path(k)
-                if reuse and fs.exists(path):
-                    log.info('layer %d: reusing %s', k, path)
-                    if on_layer:
-                        on_layer(k, True)
-                    continue
+                if reuse and not stale and fs.exists(path):
+                    if _layer_matches(spark, path, gather):
+                        log.info('layer %d: reusing %s', k, path)
+                        if on_layer:
+                            on_layer(k, True)
+                        continue
+                    log.info('layer %d: %s was written by the broadcast '
+                             'gather; recomputing it for the shuffle', k,
+                             path)
+                stale = True
                 if k == 0:
-                    df = _initial_state(items, neighbors, keys).mapInArrow(
-                        _encode_fn(broadcast, key, threads, in_channels),
-                        STATE_SCHEMA)
+                    df = _initial_state(items, neighbors, keys,
+                                        not bcast).mapInArrow(
+                        _encode_fn(broadcast, key, threads, in_channels,
+                                   names), schema)
+                elif bcast:
+                    prev = spark.read.parquet(layer_path(k - 1)) \
+                        .select(*names)
+                    messages = _collect_messages(spark, prev.mapInArrow(
+                        _messages_fn(broadcast, key, threads, k - 1,
+                                     hidden), 'v long, m binary'), hidden)
+                    try:
+                        write_atomic(fs, prev.mapInArrow(_gather_update_fn(
+                            broadcast, key, threads, k - 1, hidden,
+                            messages, uuid.uuid4().hex), schema), path,
+                            key)
+                    finally:
+                        messages.unpersist()
+                    if on_layer:
+                        on_layer(k, False)
+                    continue
                 else:
                     prev = spark.read.parquet(layer_path(k - 1))
                     msgs = prev.mapInArrow(
@@ -876,6 +1012,7 @@ def spark_layerwise_embed(
     torch_threads: int = 1,
     keep_layers: bool = False,
     num_groups: Optional[int] = None,
+    gather: str = 'auto',
 ) -> Dict[str, Any]:
     r"""Embeds every item with the layer-wise PinSage computation on Spark
     (see the module docstring for the input and output schemas).
@@ -919,11 +1056,16 @@ def spark_layerwise_embed(
         num_groups (int, optional): Items are hashed into this many groups;
             a layer pools one group per task. (default:
             :func:`default_num_groups`: one per core, at most 1M edges each)
+        gather (str): How a layer's messages reach their targets:
+            ``broadcast`` (collected on the driver and broadcast, no
+            shuffle), ``shuffle`` (any size) or ``auto`` (broadcast when
+            ``num_items * hidden_channels * 4`` bytes fit in
+            :data:`BROADCAST_LIMIT`). (default: ``auto``)
 
     Returns:
         dict: ``out_path``, ``num_items``, ``num_edges``, ``num_layers``,
-        ``num_groups``, ``seconds`` (wall time of the job) and
-        ``items_per_second``.
+        ``num_groups``, ``gather`` (the one used), ``seconds`` (wall time
+        of the job) and ``items_per_second``.
     """
     t0 = time.perf_counter()
     items_path, neighbors_path, out_path = (
@@ -941,6 +1083,7 @@ def spark_layerwise_embed(
         raise DataError(f"output '{out_path}' already exists; choose another"
                         f" path or pass overwrite=True (--overwrite).")
 
+    choose_gather(gather, 0, 0)  # a bad name fails before any work
     payload = _read_model_bytes(spark, model_path)
     model = _model_from_bytes(payload, f"model file '{model_path}'")
     items, neighbors, num_items, num_edges = read_inputs(
@@ -950,6 +1093,7 @@ def spark_layerwise_embed(
     if num_partitions is not None:
         items = items.repartition(num_partitions)
     groups = num_groups or default_num_groups(spark, num_edges)
+    gather = choose_gather(gather, num_items, int(model.hidden_channels))
 
     work = f"{out_path}._tmp_{uuid.uuid4().hex}"
     layers_dir = f"{out_path}_layers" if keep_layers else f"{work}/layers"
@@ -958,7 +1102,8 @@ def spark_layerwise_embed(
             spark, items, neighbors, model, payload,
             lambda k: f"{layers_dir}/layer_{k}", fs, groups,
             int(torch_threads), on_layer=lambda k, _: log.info(
-                'layer %d: %.1fs', k, time.perf_counter() - t0))
+                'layer %d: %.1fs', k, time.perf_counter() - t0),
+            gather=gather)
         final = f"{work}/embeddings"
         write_heads(spark, state, model, payload, fs, final,
                     int(torch_threads))
@@ -969,5 +1114,5 @@ def spark_layerwise_embed(
     seconds = time.perf_counter() - t0
     return {'out_path': out_path, 'num_items': num_items,
             'num_edges': num_edges, 'num_layers': model.num_layers,
-            'num_groups': groups, 'seconds': seconds,
+            'num_groups': groups, 'gather': gather, 'seconds': seconds,
             'items_per_second': num_items / seconds}
