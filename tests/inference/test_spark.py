@@ -89,9 +89,10 @@ def test_parity_movielens_100k(spark, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('aggr,asymmetric', [('importance', True),
-                                             ('mean', False)])
-def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
+@pytest.mark.parametrize('aggr,asymmetric,gather', [
+    ('importance', True, 'broadcast'), ('importance', True, 'shuffle'),
+    ('mean', False, 'shuffle')])
+def test_parity_synthetic(spark, tmp_path, aggr, asymmetric, gather):
     x, edge_index, edge_weight = _graph()
     torch.manual_seed(1)
     model = PinSage(6, 8, 5, num_layers=2, aggr=aggr,
@@ -99,8 +100,10 @@ def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
     if asymmetric:  # the residual query side as after training: non-zero
         torch.nn.init.normal_(model.query_delta.lin2.weight)
     paths = export_inputs(tmp_path, x, edge_index, edge_weight, model)
-    spark_layerwise_embed(spark, paths['items'], paths['neighbors'],
-                          paths['model'], tmp_path / 'out')
+    summary = spark_layerwise_embed(spark, paths['items'],
+                                    paths['neighbors'], paths['model'],
+                                    tmp_path / 'out', gather=gather)
+    assert summary['gather'] == gather
     item_emb, query_emb = _assert_parity(tmp_path / 'out', model, x,
                                          edge_index, edge_weight)
     cols = pd.read_parquet(tmp_path / 'out').columns

@@ -35,7 +35,13 @@ The job, for a model with :math:`K` layers:
    group pools and updates its items with :meth:`PinSage.convolve`, the
    call :meth:`PinSage.inference` makes; layer :math:`k` is written to
    Parquet atomically (so every layer is computed once and a failed task
-   only recomputes from the last layer);
+   only recomputes from the last layer). This is ``gather='shuffle'``;
+   with ``gather='broadcast'`` (the default ``auto`` picks it when the
+   messages of all items fit in :data:`BROADCAST_LIMIT`) every layer
+   also writes the next layer's messages ``m = project(h)`` in the same
+   pass, the driver collects and broadcasts them, and one ``mapInArrow``
+   over the previous layer pools and updates every partition in place:
+   no shuffle, no join;
 3. apply the heads (``mapInArrow``) and write the output.
 
 Vectors travel between stages as packed float32 ``binary`` columns. All
@@ -406,23 +412,31 @@ BCAST_STATE_SCHEMA = 'g int, item_id long, h binary, nbr array<long>, ' \
 BCAST_STATE_COLUMNS = STATE_COLUMNS[:5]
 
 
-def _state_batch(src, h: Tensor, names: Sequence[str] = STATE_COLUMNS):
+def _state_batch(src, h: Tensor, names: Sequence[str] = STATE_COLUMNS,
+                 m: Optional[Tensor] = None):
     import pyarrow as pa
     cols = [src.column('g'), src.column('item_id'), pack_vectors(h)] + \
         [src.column(c) for c in names[3:]]
+    if m is not None:  # the next layer's messages (broadcast gather)
+        cols.append(pack_vectors(m))
+        names = list(names) + ['m']
     return pa.RecordBatch.from_arrays(cols, names=list(names)) \
         if isinstance(src, pa.RecordBatch) else \
         pa.Table.from_arrays(cols, names=list(names))
 
 
 def _encode_fn(broadcast, key: str, threads: int, dim: int,
-               names: Sequence[str] = STATE_COLUMNS):
+               names: Sequence[str] = STATE_COLUMNS, project: bool = False):
+    r"""Layer 0 (``encode``); with :obj:`project`, also the messages of
+    layer 1 (``project(0, h0)``, column ``m``) in the same pass."""
     def encode(batches):
         model = _worker_model(broadcast, key, threads)
         for b in batches:
             x = torch.from_numpy(list_vectors(b.column('features'), dim))
             with torch.no_grad():
-                yield _state_batch(b, model.encode(x), names)
+                h = model.encode(x)
+                m = model.project(0, h) if project else None
+            yield _state_batch(b, h, names, m)
     return encode
 
 
@@ -471,21 +485,6 @@ def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
     return update
 
 
-def _messages_fn(broadcast, key: str, threads: int, layer: int, dim: int):
-    r"""Projects every item once: one ``(v, m)`` row per item (the
-    broadcast gather collects them on the driver)."""
-    def project(batches):
-        import pyarrow as pa
-        model = _worker_model(broadcast, key, threads)
-        for b in batches:
-            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
-            with torch.no_grad():
-                m = model.project(layer, h)
-            yield pa.RecordBatch.from_arrays(
-                [b.column('item_id'), pack_vectors(m)], names=['v', 'm'])
-    return project
-
-
 _WORKER_MESSAGES: Dict[str, tuple] = {}
 
 
@@ -501,9 +500,12 @@ def _worker_messages(messages, key: str) -> tuple:
 
 
 def _gather_update_fn(broadcast, key: str, threads: int, layer: int,
-                      dim: int, messages, messages_key: str):
+                      dim: int, messages, messages_key: str,
+                      project: bool):
     r"""A partition's items pooled over the broadcast messages of all
-    items and updated with :meth:`PinSage.convolve` (no shuffle)."""
+    items and updated with :meth:`PinSage.convolve` (no shuffle); with
+    :obj:`project`, the next layer's messages ``project(layer + 1, h)``
+    are computed in the same pass (column ``m``)."""
     from pinsage_pyg.nn.conv import to_adj_t
 
     def update(batches):
@@ -520,7 +522,8 @@ def _gather_update_fn(broadcast, key: str, threads: int, layer: int,
             adj = to_adj_t(ei, ew, (len(m), b.num_rows), 'csr')
             with torch.no_grad():
                 out = model.convolve(layer, m, h, adj, ew)
-            yield _state_batch(b, out, BCAST_STATE_COLUMNS)
+                nxt = model.project(layer + 1, out) if project else None
+            yield _state_batch(b, out, BCAST_STATE_COLUMNS, nxt)
     return update
 
 
@@ -793,13 +796,17 @@ def _initial_state(items, neighbors, keys: Sequence[int],
     return state.join(dests, 'item_id', 'left') if dest else state
 
 
-def default_num_groups(spark, num_edges: int,
+def default_num_groups(spark, num_edges: int, gather: str = 'shuffle',
                        edges_per_group: int = 1_000_000) -> int:
     r"""Groups of a layer: at least one per core of the cluster (Spark's
-    default parallelism) and at most :obj:`edges_per_group` neighbour
-    edges per group (a group's messages are held in one Python worker)."""
-    return max(int(spark.sparkContext.defaultParallelism),
-               -(-int(num_edges) // edges_per_group), 1)
+    default parallelism) and, for the shuffle gather, at most
+    :obj:`edges_per_group` neighbour edges per group (a group's messages
+    are held in one Python worker; the broadcast gather holds all of them
+    anyway and pools partition by partition)."""
+    cores = int(spark.sparkContext.defaultParallelism)
+    if gather == 'broadcast':
+        return max(cores, 1)
+    return max(cores, -(-int(num_edges) // edges_per_group), 1)
 
 
 class _ShuffleConf:
@@ -862,22 +869,25 @@ def choose_gather(gather: str, num_items: int, hidden: int,
     return gather
 
 
-def _collect_messages(spark, msgs, hidden: int):
-    r"""The ``(v, m)`` rows of all items on the driver, sorted by id, as a
-    broadcast ``(ids, messages)``."""
-    table = msgs.toArrow()
-    ids = table.column('v').to_numpy()
+def _collect_messages(spark, state, hidden: int):
+    r"""The ``(item_id, m)`` columns of a layer (the next layer's
+    messages) on the driver, sorted by id, as a broadcast
+    ``(ids, messages)``."""
+    table = state.select('item_id', 'm').toArrow()
+    ids = table.column('item_id').to_numpy()
     order = np.argsort(ids, kind='stable')
     m = unpack_vectors(table.column('m'), hidden)[order]
     del table
     return spark.sparkContext.broadcast((ids[order], m))
 
 
-def _layer_matches(spark, path: str, gather: str) -> bool:
-    r"""Whether a layer on disk was written by :obj:`gather` (the shuffle
-    needs the ``dest`` column, which the broadcast gather does not
-    write)."""
-    return gather == 'broadcast' or 'dest' in spark.read.parquet(path).columns
+def _layer_matches(spark, path: str, gather: str, last: bool) -> bool:
+    r"""Whether a layer on disk was written by :obj:`gather`: the shuffle
+    needs the ``dest`` column, the broadcast gather the next layer's
+    messages ``m`` (but for the last layer)."""
+    columns = spark.read.parquet(path).columns
+    return 'dest' in columns if gather == 'shuffle' else \
+        last or 'm' in columns
 
 
 def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
@@ -911,31 +921,33 @@ def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
             for k in range(model.num_layers + 1):
                 path = layer_path(k)
                 if reuse and not stale and fs.exists(path):
-                    if _layer_matches(spark, path, gather):
+                    if _layer_matches(spark, path, gather,
+                                      k == model.num_layers):
                         log.info('layer %d: reusing %s', k, path)
                         if on_layer:
                             on_layer(k, True)
                         continue
-                    log.info('layer %d: %s was written by the broadcast '
-                             'gather; recomputing it for the shuffle', k,
-                             path)
+                    log.info('layer %d: %s was written by the other '
+                             'gather; recomputing it for %s', k, path,
+                             gather)
                 stale = True
+                # broadcast: layer k also holds the messages of layer k+1
+                project = bcast and k < model.num_layers
+                out_schema = schema + (', m binary' if project else '')
                 if k == 0:
                     df = _initial_state(items, neighbors, keys,
                                         not bcast).mapInArrow(
                         _encode_fn(broadcast, key, threads, in_channels,
-                                   names), schema)
+                                   names, project), out_schema)
                 elif bcast:
-                    prev = spark.read.parquet(layer_path(k - 1)) \
-                        .select(*names)
-                    messages = _collect_messages(spark, prev.mapInArrow(
-                        _messages_fn(broadcast, key, threads, k - 1,
-                                     hidden), 'v long, m binary'), hidden)
+                    prev = spark.read.parquet(layer_path(k - 1))
+                    messages = _collect_messages(spark, prev, hidden)
                     try:
-                        write_atomic(fs, prev.mapInArrow(_gather_update_fn(
-                            broadcast, key, threads, k - 1, hidden,
-                            messages, uuid.uuid4().hex), schema), path,
-                            key)
+                        write_atomic(fs, prev.select(*names).mapInArrow(
+                            _gather_update_fn(
+                                broadcast, key, threads, k - 1, hidden,
+                                messages, uuid.uuid4().hex, project),
+                            out_schema), path, key)
                     finally:
                         messages.unpersist()
                     if on_layer:
@@ -1092,8 +1104,8 @@ def spark_layerwise_embed(
              num_edges, time.perf_counter() - t0)
     if num_partitions is not None:
         items = items.repartition(num_partitions)
-    groups = num_groups or default_num_groups(spark, num_edges)
     gather = choose_gather(gather, num_items, int(model.hidden_channels))
+    groups = num_groups or default_num_groups(spark, num_edges, gather)
 
     work = f"{out_path}._tmp_{uuid.uuid4().hex}"
     layers_dir = f"{out_path}_layers" if keep_layers else f"{work}/layers"
