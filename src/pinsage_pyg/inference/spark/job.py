@@ -485,6 +485,46 @@ def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
     return update
 
 
+def _grouped_encode_fn(broadcast, key: str, threads: int, dim: int,
+                       project: bool):
+    r"""One group's layer 0 (broadcast gather): its items sorted by id,
+    their neighbour lists sorted by (neighbor, weight) as in
+    :func:`_initial_state`, ``h0 = encode(features)`` and, with
+    :obj:`project`, the messages of layer 1."""
+    def encode(items, edges):
+        import pyarrow as pa
+        model = _worker_model(broadcast, key, threads)
+        ids = items.column('item_id').to_numpy()
+        order = np.argsort(ids, kind='stable')
+        ids = ids[order]
+        tgt = edges.column('target').to_numpy()
+        nbr = edges.column('neighbor').to_numpy()
+        w = edges.column('weight').to_numpy(zero_copy_only=False)
+        o = np.lexsort((w, nbr, tgt))
+        tgt, nbr, w = tgt[o], nbr[o], w[o]
+        # every target is an item (checked by read_inputs)
+        offsets = np.append(np.searchsorted(tgt, ids, 'left'), len(tgt))
+        otype = np.int32 if len(tgt) < 2**31 else np.int64
+        lists = pa.ListArray if otype is np.int32 else pa.LargeListArray
+        x = torch.from_numpy(np.ascontiguousarray(
+            list_vectors(items.column('features'), dim)[order]))
+        with torch.no_grad():
+            h = model.encode(x)
+            m = model.project(0, h) if project else None
+        cols = [pa.array(items.column('g').to_numpy()[order]), pa.array(ids),
+                pack_vectors(h),
+                lists.from_arrays(pa.array(offsets.astype(otype)),
+                                  pa.array(nbr)),
+                lists.from_arrays(pa.array(offsets.astype(otype)),
+                                  pa.array(w.astype(np.float32)))]
+        names = list(BCAST_STATE_COLUMNS)
+        if m is not None:
+            cols.append(pack_vectors(m))
+            names.append('m')
+        return pa.Table.from_arrays(cols, names=names)
+    return encode
+
+
 _WORKER_MESSAGES: Dict[str, tuple] = {}
 
 
@@ -796,6 +836,19 @@ def _initial_state(items, neighbors, keys: Sequence[int],
     return state.join(dests, 'item_id', 'left') if dest else state
 
 
+def _grouped_initial_state(items, neighbors, keys: Sequence[int], fn,
+                           schema: str):
+    r"""Layer 0 of the broadcast gather without a JVM ``collect_list``:
+    the items and the edges of their targets meet per group (one
+    ``cogroup``), and :obj:`fn` builds the neighbour lists in numpy and
+    encodes the items in the same pass."""
+    from pyspark.sql import functions as F
+    edges = neighbors.select(_group_of('target', keys), 'target', 'neighbor',
+                             F.col('weight').cast('float').alias('weight'))
+    return items.select(_group_of('item_id', keys), 'item_id', 'features') \
+        .groupBy('g').cogroup(edges.groupBy('g')).applyInArrow(fn, schema)
+
+
 def default_num_groups(spark, num_edges: int, gather: str = 'shuffle',
                        edges_per_group: int = 1_000_000) -> int:
     r"""Groups of a layer: at least one per core of the cluster (Spark's
@@ -934,7 +987,12 @@ def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
                 # broadcast: layer k also holds the messages of layer k+1
                 project = bcast and k < model.num_layers
                 out_schema = schema + (', m binary' if project else '')
-                if k == 0:
+                if k == 0 and bcast:
+                    df = _grouped_initial_state(
+                        items, neighbors, keys, _grouped_encode_fn(
+                            broadcast, key, threads, in_channels, project),
+                        out_schema)
+                elif k == 0:
                     df = _initial_state(items, neighbors, keys,
                                         not bcast).mapInArrow(
                         _encode_fn(broadcast, key, threads, in_channels,
