@@ -283,3 +283,21 @@ def test_load_model_from_lightning_checkpoint(tmp_path):
     ei = torch.tensor([[1, 2], [0, 0]])
     for a, b in zip(model.inference(x, ei), module.model.inference(x, ei)):
         assert torch.equal(a, b)
+
+
+def test_pack_lists_round_trip_with_empty_lists_and_slices():
+    from pinsage_pyg.inference.spark.job import pack_lists, unpack_lists
+    offsets = np.array([0, 2, 2, 5, 5])  # rows 1 and 3 are empty
+    nbr = np.array([7, 3, 9, 1, 4], dtype=np.int64)
+    col = pack_lists(offsets, nbr, np.int64)
+    lengths, values = unpack_lists(col, np.int64)
+    np.testing.assert_array_equal(lengths, [2, 0, 3, 0])
+    np.testing.assert_array_equal(values, nbr)
+    lengths, values = unpack_lists(col.slice(2, 2), np.int64)  # rows 2..3
+    np.testing.assert_array_equal(lengths, [3, 0])
+    np.testing.assert_array_equal(values, [9, 1, 4])
+    w = pack_lists(offsets, np.arange(5, dtype=np.float32), np.float32)
+    assert unpack_lists(w, np.float32)[1].dtype == np.float32
+    empty = pack_lists(np.zeros(3, np.int64), np.zeros(0), np.float32)
+    np.testing.assert_array_equal(unpack_lists(empty, np.float32)[0],
+                                  [0, 0])

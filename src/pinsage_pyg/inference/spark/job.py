@@ -376,6 +376,46 @@ def unpack_vectors(col, dim: int, dtype=np.float32) -> np.ndarray:
     return out.view(dtype).reshape(n, dim)
 
 
+def pack_lists(offsets: np.ndarray, values: np.ndarray, dtype):
+    r"""Variable-length lists (row :math:`i` is
+    ``values[offsets[i]:offsets[i + 1]]``) as an Arrow ``binary`` column
+    of packed :obj:`dtype` values, without a copy of the values."""
+    import pyarrow as pa
+    values = np.ascontiguousarray(values, dtype=dtype)
+    size = values.dtype.itemsize
+    nbytes = len(values) * size
+    otype, odt = (pa.binary(), np.int32) if nbytes < 2**31 else \
+        (pa.large_binary(), np.int64)
+    off = np.asarray(offsets, dtype=np.int64) * size
+    return pa.Array.from_buffers(otype, len(offsets) - 1, [
+        None, pa.py_buffer(off.astype(odt)), pa.py_buffer(values)])
+
+
+def unpack_lists(col, dtype) -> tuple[np.ndarray, np.ndarray]:
+    r"""The inverse of :func:`pack_lists`: ``(lengths, values)``."""
+    import pyarrow as pa
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, dtype)
+    if col.null_count:
+        raise DataError(f"{col.null_count} rows without a neighbour list in "
+                        f"an intermediate table of the Spark job.")
+    odt = np.int64 if pa.types.is_large_binary(col.type) else np.int32
+    bufs = col.buffers()
+    off = np.frombuffer(bufs[1], dtype=odt)[col.offset:col.offset + n + 1]
+    if bufs[2] is None:
+        return np.zeros(n, np.int64), np.zeros(0, dtype)
+    out = np.frombuffer(bufs[2], dtype=np.uint8, count=int(off[-1] - off[0]),
+                        offset=int(off[0]))
+    if off[0] % size:
+        out = out.copy()
+    return (np.diff(off) // size).astype(np.int64), out.view(dtype)
+
+
 def list_vectors(col, dim: int) -> np.ndarray:
     r"""An Arrow list column of equal-length numbers as float32
     ``[n, dim]`` (the ``features`` input, validated to length ``dim``)."""
@@ -406,9 +446,10 @@ STATE_SCHEMA = ('g int, item_id long, h binary, nbr array<long>, '
 MSG_SCHEMA = 'g int, v long, m binary'
 STATE_COLUMNS = ('g', 'item_id', 'h', 'nbr', 'w', 'dest')
 #: The state of the broadcast gather (no ``dest``: messages reach every
-#: task through the broadcast, not a shuffle).
-BCAST_STATE_SCHEMA = 'g int, item_id long, h binary, nbr array<long>, ' \
-    'w array<float>'
+#: task through the broadcast, not a shuffle; the neighbour lists packed
+#: as ``binary`` int64 / float32 values, see :func:`pack_lists`, which
+#: the JVM moves without a per-element copy).
+BCAST_STATE_SCHEMA = 'g int, item_id long, h binary, nbr binary, w binary'
 BCAST_STATE_COLUMNS = STATE_COLUMNS[:5]
 
 
@@ -425,18 +466,14 @@ def _state_batch(src, h: Tensor, names: Sequence[str] = STATE_COLUMNS,
         pa.Table.from_arrays(cols, names=list(names))
 
 
-def _encode_fn(broadcast, key: str, threads: int, dim: int,
-               names: Sequence[str] = STATE_COLUMNS, project: bool = False):
-    r"""Layer 0 (``encode``); with :obj:`project`, also the messages of
-    layer 1 (``project(0, h0)``, column ``m``) in the same pass."""
+def _encode_fn(broadcast, key: str, threads: int, dim: int):
+    r"""Layer 0 of the shuffle gather (``encode``)."""
     def encode(batches):
         model = _worker_model(broadcast, key, threads)
         for b in batches:
             x = torch.from_numpy(list_vectors(b.column('features'), dim))
             with torch.no_grad():
-                h = model.encode(x)
-                m = model.project(0, h) if project else None
-            yield _state_batch(b, h, names, m)
+                yield _state_batch(b, model.encode(x))
     return encode
 
 
@@ -504,8 +541,6 @@ def _grouped_encode_fn(broadcast, key: str, threads: int, dim: int,
         tgt, nbr, w = tgt[o], nbr[o], w[o]
         # every target is an item (checked by read_inputs)
         offsets = np.append(np.searchsorted(tgt, ids, 'left'), len(tgt))
-        otype = np.int32 if len(tgt) < 2**31 else np.int64
-        lists = pa.ListArray if otype is np.int32 else pa.LargeListArray
         x = torch.from_numpy(np.ascontiguousarray(
             list_vectors(items.column('features'), dim)[order]))
         with torch.no_grad():
@@ -513,10 +548,8 @@ def _grouped_encode_fn(broadcast, key: str, threads: int, dim: int,
             m = model.project(0, h) if project else None
         cols = [pa.array(items.column('g').to_numpy()[order]), pa.array(ids),
                 pack_vectors(h),
-                lists.from_arrays(pa.array(offsets.astype(otype)),
-                                  pa.array(nbr)),
-                lists.from_arrays(pa.array(offsets.astype(otype)),
-                                  pa.array(w.astype(np.float32)))]
+                pack_lists(offsets, nbr, np.int64),
+                pack_lists(offsets, w, np.float32)]
         names = list(BCAST_STATE_COLUMNS)
         if m is not None:
             cols.append(pack_vectors(m))
@@ -553,8 +586,8 @@ def _gather_update_fn(broadcast, key: str, threads: int, layer: int,
         ids, m = _worker_messages(messages, messages_key)
         for b in batches:
             h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
-            lengths, nbr = _list_parts(b.column('nbr'))
-            _, w = _list_parts(b.column('w'))
+            lengths, nbr = unpack_lists(b.column('nbr'), np.int64)
+            _, w = unpack_lists(b.column('w'), np.float32)
             src = np.searchsorted(ids, nbr)
             dst = np.repeat(np.arange(b.num_rows), lengths)
             ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
@@ -816,11 +849,10 @@ def _group_of(col: str, keys: Sequence[int]):
                         .cast('int')).alias('g')
 
 
-def _initial_state(items, neighbors, keys: Sequence[int],
-                   dest: bool = True):
+def _initial_state(items, neighbors, keys: Sequence[int]):
     r"""Items joined with their neighbour lists (arrays, one row per item)
-    and (with :obj:`dest`) the groups their messages go to: the input of
-    layer 0."""
+    and the groups their messages go to: the input of layer 0 of the
+    shuffle gather."""
     from pyspark.sql import functions as F
     adj = neighbors.groupBy('target').agg(F.array_sort(F.collect_list(
         F.struct('neighbor', F.col('weight').cast('float').alias('w'))))
@@ -831,9 +863,8 @@ def _initial_state(items, neighbors, keys: Sequence[int],
         .distinct().groupBy('neighbor').agg(
             F.array_sort(F.collect_list('g')).alias('dest')) \
         .withColumnRenamed('neighbor', 'item_id')
-    state = items.select(_group_of('item_id', keys), 'item_id',
-                         'features').join(adj, 'item_id', 'left')
-    return state.join(dests, 'item_id', 'left') if dest else state
+    return items.select(_group_of('item_id', keys), 'item_id', 'features') \
+        .join(adj, 'item_id', 'left').join(dests, 'item_id', 'left')
 
 
 def _grouped_initial_state(items, neighbors, keys: Sequence[int], fn,
@@ -938,9 +969,10 @@ def _layer_matches(spark, path: str, gather: str, last: bool) -> bool:
     r"""Whether a layer on disk was written by :obj:`gather`: the shuffle
     needs the ``dest`` column, the broadcast gather the next layer's
     messages ``m`` (but for the last layer)."""
-    columns = spark.read.parquet(path).columns
-    return 'dest' in columns if gather == 'shuffle' else \
-        last or 'm' in columns
+    types = dict(spark.read.parquet(path).dtypes)
+    if gather == 'shuffle':
+        return 'dest' in types
+    return types.get('nbr') == 'binary' and (last or 'm' in types)
 
 
 def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
@@ -993,10 +1025,9 @@ def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
                             broadcast, key, threads, in_channels, project),
                         out_schema)
                 elif k == 0:
-                    df = _initial_state(items, neighbors, keys,
-                                        not bcast).mapInArrow(
-                        _encode_fn(broadcast, key, threads, in_channels,
-                                   names, project), out_schema)
+                    df = _initial_state(items, neighbors, keys).mapInArrow(
+                        _encode_fn(broadcast, key, threads, in_channels),
+                        schema)
                 elif bcast:
                     prev = spark.read.parquet(layer_path(k - 1))
                     messages = _collect_messages(spark, prev, hidden)
