@@ -15,8 +15,9 @@ length 2, seed 0.
   * in memory: ``importance_graph(..., backend='torch')`` and
     ``PinSage.inference`` with ``--threads`` torch threads;
   * Spark: ``spark_importance_neighbors`` and ``spark_layerwise_embed``
-    on ``--master`` with 1 torch thread per Python worker, Parquet in and
-    out, input checks included (the session is warmed by a tiny run of
+    on ``--master`` with 1 torch thread per Python worker (the layers
+    with ``gather='auto'``: broadcast messages up to 512 MiB), Parquet in
+    and out, input checks included (the session is warmed by a tiny run of
     both jobs first, so JVM and worker start-up are not counted).
 
 The Spark neighbourhoods are compared with the in-memory ones (equal edge
@@ -192,7 +193,8 @@ def main() -> None:
         f"Spark neighbourhoods equal the in-memory ones edge for edge and "
         f"weight for weight: {nb_equal}. Embeddings max abs diff: "
         f"{diff:.1e}.\n\nSpark stages (walks): "
-        f"{'; '.join(walk_lines)}.\n\nSpark stages (layers): "
+        f"{'; '.join(walk_lines)}.\n\nSpark stages (layers; gather "
+        f"'{s_emb['gather']}', {s_emb['num_groups']} groups): "
         f"{'; '.join(layer_lines)}.\n")
     print(f"machine: {machine}; {load}; Spark session start "
           f"{session_s:.1f} s\n\n{text}")

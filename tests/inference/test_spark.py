@@ -89,9 +89,10 @@ def test_parity_movielens_100k(spark, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('aggr,asymmetric', [('importance', True),
-                                             ('mean', False)])
-def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
+@pytest.mark.parametrize('aggr,asymmetric,gather', [
+    ('importance', True, 'broadcast'), ('importance', True, 'shuffle'),
+    ('mean', False, 'shuffle')])
+def test_parity_synthetic(spark, tmp_path, aggr, asymmetric, gather):
     x, edge_index, edge_weight = _graph()
     torch.manual_seed(1)
     model = PinSage(6, 8, 5, num_layers=2, aggr=aggr,
@@ -99,8 +100,10 @@ def test_parity_synthetic(spark, tmp_path, aggr, asymmetric):
     if asymmetric:  # the residual query side as after training: non-zero
         torch.nn.init.normal_(model.query_delta.lin2.weight)
     paths = export_inputs(tmp_path, x, edge_index, edge_weight, model)
-    spark_layerwise_embed(spark, paths['items'], paths['neighbors'],
-                          paths['model'], tmp_path / 'out')
+    summary = spark_layerwise_embed(spark, paths['items'],
+                                    paths['neighbors'], paths['model'],
+                                    tmp_path / 'out', gather=gather)
+    assert summary['gather'] == gather
     item_emb, query_emb = _assert_parity(tmp_path / 'out', model, x,
                                          edge_index, edge_weight)
     cols = pd.read_parquet(tmp_path / 'out').columns
@@ -280,3 +283,21 @@ def test_load_model_from_lightning_checkpoint(tmp_path):
     ei = torch.tensor([[1, 2], [0, 0]])
     for a, b in zip(model.inference(x, ei), module.model.inference(x, ei)):
         assert torch.equal(a, b)
+
+
+def test_pack_lists_round_trip_with_empty_lists_and_slices():
+    from pinsage_pyg.inference.spark.job import pack_lists, unpack_lists
+    offsets = np.array([0, 2, 2, 5, 5])  # rows 1 and 3 are empty
+    nbr = np.array([7, 3, 9, 1, 4], dtype=np.int64)
+    col = pack_lists(offsets, nbr, np.int64)
+    lengths, values = unpack_lists(col, np.int64)
+    np.testing.assert_array_equal(lengths, [2, 0, 3, 0])
+    np.testing.assert_array_equal(values, nbr)
+    lengths, values = unpack_lists(col.slice(2, 2), np.int64)  # rows 2..3
+    np.testing.assert_array_equal(lengths, [3, 0])
+    np.testing.assert_array_equal(values, [9, 1, 4])
+    w = pack_lists(offsets, np.arange(5, dtype=np.float32), np.float32)
+    assert unpack_lists(w, np.float32)[1].dtype == np.float32
+    empty = pack_lists(np.zeros(3, np.int64), np.zeros(0), np.float32)
+    np.testing.assert_array_equal(unpack_lists(empty, np.float32)[0],
+                                  [0, 0])

@@ -176,3 +176,37 @@ def test_bad_input_writes_nothing(spark, tmp_path):
     with pytest.raises(DataError, match='not a Spark pipeline output'):
         spark_pipeline(spark, inter, items, model_path, out)
     assert [p.name for p in out.iterdir()] == ['mine.txt']
+
+
+@pytest.mark.slow
+def test_resume_with_the_other_gather_recomputes_the_layers(
+        spark, tmp_path, monkeypatch):
+    model, x, user, item, (inter, items, model_path) = _small(tmp_path)
+    out = tmp_path / 'out'
+    run = dict(seed=4, **WALKS)
+    from pinsage_pyg.inference.spark import job
+    write = job.write_atomic
+
+    def fail_in_layer_2(fs, df, path, key):
+        if path.endswith('layer_2'):
+            raise OSError('executor lost')
+        write(fs, df, path, key)
+
+    monkeypatch.setattr(job, 'write_atomic', fail_in_layer_2)
+    with pytest.raises(OSError, match='executor lost'):
+        spark_pipeline(spark, inter, items, model_path, out,
+                       gather='broadcast', **run)
+    monkeypatch.undo()
+    # The broadcast layers lack the shuffle's message destinations.
+    summary = spark_pipeline(spark, inter, items, model_path, out,
+                             gather='shuffle', **run)
+    assert summary['reused'] == ['neighbors']
+    g = importance_graph(local_csr(user, item, num_items=40), x, seed=4,
+                         backend='torch', **WALKS)
+    _, local = model.inference(x, g.edge_index, g.edge_weight)
+    _, emb, _ = read_embeddings(out / 'embeddings')
+    assert np.abs(emb - local.numpy()).max() < TOL
+    with pytest.raises(ConfigError, match="gather must be one of"):
+        spark_pipeline(spark, inter, items, model_path, tmp_path / 'o2',
+                       gather='gossip', **run)
+    assert not (tmp_path / 'o2').exists()

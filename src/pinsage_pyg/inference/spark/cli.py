@@ -46,6 +46,14 @@ def _walk_options(p: argparse.ArgumentParser) -> None:
                    help="hash groups (tasks per stage; default: per core)")
 
 
+def _gather_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--gather', default='auto',
+                   choices=('auto', 'broadcast', 'shuffle'),
+                   help="how a layer's messages reach their targets: "
+                        "broadcast them (no shuffle), shuffle them, or "
+                        "auto: broadcast up to 512 MiB (default)")
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
     if command == 'neighbors':
         p = argparse.ArgumentParser(
@@ -79,6 +87,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="recompute every stage")
         p.add_argument('--torch-threads', type=int, default=1,
                        help="torch threads per Python worker")
+        _gather_option(p)
         _common(p)
         return p
     p = argparse.ArgumentParser(
@@ -100,6 +109,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                    help="torch threads per Python worker (0: torch default)")
     p.add_argument('--keep-layers', action='store_true',
                    help="keep the per-layer Parquet in <out>_layers")
+    _gather_option(p)
     _common(p)
     return p
 
@@ -153,7 +163,8 @@ def _run(command: str, spark, args) -> Dict[str, Any]:
                            args.out, index_dir=args.index_dir,
                            index_kind=args.index_kind,
                            resume=not args.no_resume,
-                           torch_threads=args.torch_threads, **walks)
+                           torch_threads=args.torch_threads,
+                           gather=args.gather, **walks)
         print(f"pipeline: {s['num_items']} items, {s['num_edges']} "
               f"neighbour edges, {s['num_layers']} layers in "
               f"{s['seconds']:.1f}s ({s['items_per_second']:.1f} items/s; "
@@ -164,7 +175,8 @@ def _run(command: str, spark, args) -> Dict[str, Any]:
     s = spark_layerwise_embed(
         spark, args.items, args.neighbors, args.model, args.out,
         overwrite=args.overwrite, num_partitions=args.partitions,
-        torch_threads=args.torch_threads, keep_layers=args.keep_layers)
+        torch_threads=args.torch_threads, keep_layers=args.keep_layers,
+        gather=args.gather)
     print(f"embedded {s['num_items']} items ({s['num_edges']} "
           f"neighbour edges, {s['num_layers']} layers) in "
           f"{s['seconds']:.1f}s: {s['items_per_second']:.1f} "

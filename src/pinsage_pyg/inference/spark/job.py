@@ -35,7 +35,13 @@ The job, for a model with :math:`K` layers:
    group pools and updates its items with :meth:`PinSage.convolve`, the
    call :meth:`PinSage.inference` makes; layer :math:`k` is written to
    Parquet atomically (so every layer is computed once and a failed task
-   only recomputes from the last layer);
+   only recomputes from the last layer). This is ``gather='shuffle'``;
+   with ``gather='broadcast'`` (the default ``auto`` picks it when the
+   messages of all items fit in :data:`BROADCAST_LIMIT`) every layer
+   also writes the next layer's messages ``m = project(h)`` in the same
+   pass, the driver collects and broadcasts them, and one ``mapInArrow``
+   over the previous layer pools and updates every partition in place:
+   no shuffle, no join;
 3. apply the heads (``mapInArrow``) and write the output.
 
 Vectors travel between stages as packed float32 ``binary`` columns. All
@@ -370,6 +376,46 @@ def unpack_vectors(col, dim: int, dtype=np.float32) -> np.ndarray:
     return out.view(dtype).reshape(n, dim)
 
 
+def pack_lists(offsets: np.ndarray, values: np.ndarray, dtype):
+    r"""Variable-length lists (row :math:`i` is
+    ``values[offsets[i]:offsets[i + 1]]``) as an Arrow ``binary`` column
+    of packed :obj:`dtype` values, without a copy of the values."""
+    import pyarrow as pa
+    values = np.ascontiguousarray(values, dtype=dtype)
+    size = values.dtype.itemsize
+    nbytes = len(values) * size
+    otype, odt = (pa.binary(), np.int32) if nbytes < 2**31 else \
+        (pa.large_binary(), np.int64)
+    off = np.asarray(offsets, dtype=np.int64) * size
+    return pa.Array.from_buffers(otype, len(offsets) - 1, [
+        None, pa.py_buffer(off.astype(odt)), pa.py_buffer(values)])
+
+
+def unpack_lists(col, dtype) -> tuple[np.ndarray, np.ndarray]:
+    r"""The inverse of :func:`pack_lists`: ``(lengths, values)``."""
+    import pyarrow as pa
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(col)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, dtype)
+    if col.null_count:
+        raise DataError(f"{col.null_count} rows without a neighbour list in "
+                        f"an intermediate table of the Spark job.")
+    odt = np.int64 if pa.types.is_large_binary(col.type) else np.int32
+    bufs = col.buffers()
+    off = np.frombuffer(bufs[1], dtype=odt)[col.offset:col.offset + n + 1]
+    if bufs[2] is None:
+        return np.zeros(n, np.int64), np.zeros(0, dtype)
+    out = np.frombuffer(bufs[2], dtype=np.uint8, count=int(off[-1] - off[0]),
+                        offset=int(off[0]))
+    if off[0] % size:
+        out = out.copy()
+    return (np.diff(off) // size).astype(np.int64), out.view(dtype)
+
+
 def list_vectors(col, dim: int) -> np.ndarray:
     r"""An Arrow list column of equal-length numbers as float32
     ``[n, dim]`` (the ``features`` input, validated to length ``dim``)."""
@@ -399,18 +445,29 @@ STATE_SCHEMA = ('g int, item_id long, h binary, nbr array<long>, '
                 'w array<float>, dest array<int>')
 MSG_SCHEMA = 'g int, v long, m binary'
 STATE_COLUMNS = ('g', 'item_id', 'h', 'nbr', 'w', 'dest')
+#: The state of the broadcast gather (no ``dest``: messages reach every
+#: task through the broadcast, not a shuffle; the neighbour lists packed
+#: as ``binary`` int64 / float32 values, see :func:`pack_lists`, which
+#: the JVM moves without a per-element copy).
+BCAST_STATE_SCHEMA = 'g int, item_id long, h binary, nbr binary, w binary'
+BCAST_STATE_COLUMNS = STATE_COLUMNS[:5]
 
 
-def _state_batch(src, h: Tensor):
+def _state_batch(src, h: Tensor, names: Sequence[str] = STATE_COLUMNS,
+                 m: Optional[Tensor] = None):
     import pyarrow as pa
     cols = [src.column('g'), src.column('item_id'), pack_vectors(h)] + \
-        [src.column(c) for c in STATE_COLUMNS[3:]]
-    return pa.RecordBatch.from_arrays(cols, names=list(STATE_COLUMNS)) \
+        [src.column(c) for c in names[3:]]
+    if m is not None:  # the next layer's messages (broadcast gather)
+        cols.append(pack_vectors(m))
+        names = list(names) + ['m']
+    return pa.RecordBatch.from_arrays(cols, names=list(names)) \
         if isinstance(src, pa.RecordBatch) else \
-        pa.Table.from_arrays(cols, names=list(STATE_COLUMNS))
+        pa.Table.from_arrays(cols, names=list(names))
 
 
 def _encode_fn(broadcast, key: str, threads: int, dim: int):
+    r"""Layer 0 of the shuffle gather (``encode``)."""
     def encode(batches):
         model = _worker_model(broadcast, key, threads)
         for b in batches:
@@ -462,6 +519,84 @@ def _update_fn(broadcast, key: str, threads: int, layer: int, dim: int,
         with torch.no_grad():
             out = model.convolve(layer, torch.from_numpy(m), h, adj, ew)
         return _state_batch(state, out)
+    return update
+
+
+def _grouped_encode_fn(broadcast, key: str, threads: int, dim: int,
+                       project: bool):
+    r"""One group's layer 0 (broadcast gather): its items sorted by id,
+    their neighbour lists sorted by (neighbor, weight) as in
+    :func:`_initial_state`, ``h0 = encode(features)`` and, with
+    :obj:`project`, the messages of layer 1."""
+    def encode(items, edges):
+        import pyarrow as pa
+        model = _worker_model(broadcast, key, threads)
+        ids = items.column('item_id').to_numpy()
+        order = np.argsort(ids, kind='stable')
+        ids = ids[order]
+        tgt = edges.column('target').to_numpy()
+        nbr = edges.column('neighbor').to_numpy()
+        w = edges.column('weight').to_numpy(zero_copy_only=False)
+        o = np.lexsort((w, nbr, tgt))
+        tgt, nbr, w = tgt[o], nbr[o], w[o]
+        # every target is an item (checked by read_inputs)
+        offsets = np.append(np.searchsorted(tgt, ids, 'left'), len(tgt))
+        x = torch.from_numpy(np.ascontiguousarray(
+            list_vectors(items.column('features'), dim)[order]))
+        with torch.no_grad():
+            h = model.encode(x)
+            m = model.project(0, h) if project else None
+        cols = [pa.array(items.column('g').to_numpy()[order]), pa.array(ids),
+                pack_vectors(h),
+                pack_lists(offsets, nbr, np.int64),
+                pack_lists(offsets, w, np.float32)]
+        names = list(BCAST_STATE_COLUMNS)
+        if m is not None:
+            cols.append(pack_vectors(m))
+            names.append('m')
+        return pa.Table.from_arrays(cols, names=names)
+    return encode
+
+
+_WORKER_MESSAGES: Dict[str, tuple] = {}
+
+
+def _worker_messages(messages, key: str) -> tuple:
+    r"""The broadcast ``(sorted ids, messages)`` of a layer as
+    ``(np.ndarray, Tensor)``, unpickled once per Python worker."""
+    got = _WORKER_MESSAGES.get(key)
+    if got is None:
+        ids, m = messages.value
+        _WORKER_MESSAGES.clear()  # one layer's messages at a time
+        got = _WORKER_MESSAGES[key] = (ids, torch.from_numpy(m))
+    return got
+
+
+def _gather_update_fn(broadcast, key: str, threads: int, layer: int,
+                      dim: int, messages, messages_key: str,
+                      project: bool):
+    r"""A partition's items pooled over the broadcast messages of all
+    items and updated with :meth:`PinSage.convolve` (no shuffle); with
+    :obj:`project`, the next layer's messages ``project(layer + 1, h)``
+    are computed in the same pass (column ``m``)."""
+    from pinsage_pyg.nn.conv import to_adj_t
+
+    def update(batches):
+        model = _worker_model(broadcast, key, threads)
+        ids, m = _worker_messages(messages, messages_key)
+        for b in batches:
+            h = torch.from_numpy(unpack_vectors(b.column('h'), dim))
+            lengths, nbr = unpack_lists(b.column('nbr'), np.int64)
+            _, w = unpack_lists(b.column('w'), np.float32)
+            src = np.searchsorted(ids, nbr)
+            dst = np.repeat(np.arange(b.num_rows), lengths)
+            ei = torch.from_numpy(np.stack([src, dst]).astype(np.int64))
+            ew = torch.from_numpy(w.astype(np.float32, copy=False))
+            adj = to_adj_t(ei, ew, (len(m), b.num_rows), 'csr')
+            with torch.no_grad():
+                out = model.convolve(layer, m, h, adj, ew)
+                nxt = model.project(layer + 1, out) if project else None
+            yield _state_batch(b, out, BCAST_STATE_COLUMNS, nxt)
     return update
 
 
@@ -716,28 +851,46 @@ def _group_of(col: str, keys: Sequence[int]):
 
 def _initial_state(items, neighbors, keys: Sequence[int]):
     r"""Items joined with their neighbour lists (arrays, one row per item)
-    and the groups their messages go to: the input of layer 0."""
+    and the groups their messages go to: the input of layer 0 of the
+    shuffle gather."""
     from pyspark.sql import functions as F
     adj = neighbors.groupBy('target').agg(F.array_sort(F.collect_list(
         F.struct('neighbor', F.col('weight').cast('float').alias('w'))))
         .alias('e')).select(F.col('target').alias('item_id'),
                             F.col('e.neighbor').alias('nbr'),
                             F.col('e.w').alias('w'))
-    dest = neighbors.select('neighbor', _group_of('target', keys)) \
+    dests = neighbors.select('neighbor', _group_of('target', keys)) \
         .distinct().groupBy('neighbor').agg(
             F.array_sort(F.collect_list('g')).alias('dest')) \
         .withColumnRenamed('neighbor', 'item_id')
     return items.select(_group_of('item_id', keys), 'item_id', 'features') \
-        .join(adj, 'item_id', 'left').join(dest, 'item_id', 'left')
+        .join(adj, 'item_id', 'left').join(dests, 'item_id', 'left')
 
 
-def default_num_groups(spark, num_edges: int,
+def _grouped_initial_state(items, neighbors, keys: Sequence[int], fn,
+                           schema: str):
+    r"""Layer 0 of the broadcast gather without a JVM ``collect_list``:
+    the items and the edges of their targets meet per group (one
+    ``cogroup``), and :obj:`fn` builds the neighbour lists in numpy and
+    encodes the items in the same pass."""
+    from pyspark.sql import functions as F
+    edges = neighbors.select(_group_of('target', keys), 'target', 'neighbor',
+                             F.col('weight').cast('float').alias('weight'))
+    return items.select(_group_of('item_id', keys), 'item_id', 'features') \
+        .groupBy('g').cogroup(edges.groupBy('g')).applyInArrow(fn, schema)
+
+
+def default_num_groups(spark, num_edges: int, gather: str = 'shuffle',
                        edges_per_group: int = 1_000_000) -> int:
     r"""Groups of a layer: at least one per core of the cluster (Spark's
-    default parallelism) and at most :obj:`edges_per_group` neighbour
-    edges per group (a group's messages are held in one Python worker)."""
-    return max(int(spark.sparkContext.defaultParallelism),
-               -(-int(num_edges) // edges_per_group), 1)
+    default parallelism) and, for the shuffle gather, at most
+    :obj:`edges_per_group` neighbour edges per group (a group's messages
+    are held in one Python worker; the broadcast gather holds all of them
+    anyway and pools partition by partition)."""
+    cores = int(spark.sparkContext.defaultParallelism)
+    if gather == 'broadcast':
+        return max(cores, 1)
+    return max(cores, -(-int(num_edges) // edges_per_group), 1)
 
 
 class _ShuffleConf:
@@ -779,32 +932,116 @@ def write_atomic(fs: '_FS', df, path: str, key: str,
             fs.delete(tmp)
 
 
+#: The largest projected-message table (``num_items * hidden * 4`` bytes)
+#: that ``gather='auto'`` broadcasts instead of shuffling: it is collected
+#: on the driver (``spark.driver.maxResultSize``, default 1 GiB) and held
+#: once by every Python worker.
+BROADCAST_LIMIT = 512 * 2**20
+
+GATHERS = ('auto', 'broadcast', 'shuffle')
+
+
+def choose_gather(gather: str, num_items: int, hidden: int,
+                  limit: int = BROADCAST_LIMIT) -> str:
+    r"""``broadcast`` or ``shuffle`` for :obj:`gather` (``auto``: broadcast
+    when the projected messages of all items fit in :obj:`limit` bytes)."""
+    if gather not in GATHERS:
+        raise ConfigError(f"gather must be one of {', '.join(GATHERS)} (got "
+                          f"'{gather}').")
+    if gather == 'auto':
+        return 'broadcast' if num_items * hidden * 4 <= limit else 'shuffle'
+    return gather
+
+
+def _collect_messages(spark, state, hidden: int):
+    r"""The ``(item_id, m)`` columns of a layer (the next layer's
+    messages) on the driver, sorted by id, as a broadcast
+    ``(ids, messages)``."""
+    table = state.select('item_id', 'm').toArrow()
+    ids = table.column('item_id').to_numpy()
+    order = np.argsort(ids, kind='stable')
+    m = unpack_vectors(table.column('m'), hidden)[order]
+    del table
+    return spark.sparkContext.broadcast((ids[order], m))
+
+
+def _layer_matches(spark, path: str, gather: str, last: bool) -> bool:
+    r"""Whether a layer on disk was written by :obj:`gather`: the shuffle
+    needs the ``dest`` column, the broadcast gather the next layer's
+    messages ``m`` (but for the last layer)."""
+    types = dict(spark.read.parquet(path).dtypes)
+    if gather == 'shuffle':
+        return 'dest' in types
+    return types.get('nbr') == 'binary' and (last or 'm' in types)
+
+
 def run_layers(spark, items, neighbors, model: PinSage, payload: bytes,
                layer_path, fs: '_FS', num_groups: int, threads: int = 1,
-               reuse: bool = False, on_layer=None):
+               reuse: bool = False, on_layer=None, gather: str = 'shuffle'):
     r"""Layers :math:`0..K` of every item: returns the final state
-    DataFrame (``STATE_SCHEMA``). Layer :math:`k` is written to
-    ``layer_path(k)`` (atomically); with :obj:`reuse`, a layer already
-    there is read instead of recomputed (a resumed run)."""
+    DataFrame. Layer :math:`k` is written to ``layer_path(k)``
+    (atomically); with :obj:`reuse`, a layer already there is read
+    instead of recomputed (a resumed run).
+
+    :obj:`gather` is how a layer's projected messages reach the targets:
+    ``shuffle`` (one row per (group, item), ``cogroup`` per group, any
+    size) or ``broadcast`` (collected on the driver and broadcast to every
+    Python worker; every partition is then pooled and updated in place,
+    with no shuffle; see :data:`BROADCAST_LIMIT`)."""
+    if gather not in ('broadcast', 'shuffle'):
+        raise ConfigError(f"gather must be 'broadcast' or 'shuffle' here "
+                          f"(got '{gather}'; see choose_gather).")
     sc = spark.sparkContext
     broadcast = sc.broadcast(payload)
     key = uuid.uuid4().hex
     in_channels = int(model.encoder.in_channels)
     hidden = int(model.hidden_channels)
+    bcast = gather == 'broadcast'
+    schema = BCAST_STATE_SCHEMA if bcast else STATE_SCHEMA
+    names = BCAST_STATE_COLUMNS if bcast else STATE_COLUMNS
+    stale = False  # a layer recomputed: the later ones are recomputed too
     try:
         with _ShuffleConf(spark, num_groups):
             keys = group_keys(spark, num_groups)
             for k in range(model.num_layers + 1):
                 path = layer_path(k)
-                if reuse and fs.exists(path):
-                    log.info('layer %d: reusing %s', k, path)
-                    if on_layer:
-                        on_layer(k, True)
-                    continue
-                if k == 0:
+                if reuse and not stale and fs.exists(path):
+                    if _layer_matches(spark, path, gather,
+                                      k == model.num_layers):
+                        log.info('layer %d: reusing %s', k, path)
+                        if on_layer:
+                            on_layer(k, True)
+                        continue
+                    log.info('layer %d: %s was written by the other '
+                             'gather; recomputing it for %s', k, path,
+                             gather)
+                stale = True
+                # broadcast: layer k also holds the messages of layer k+1
+                project = bcast and k < model.num_layers
+                out_schema = schema + (', m binary' if project else '')
+                if k == 0 and bcast:
+                    df = _grouped_initial_state(
+                        items, neighbors, keys, _grouped_encode_fn(
+                            broadcast, key, threads, in_channels, project),
+                        out_schema)
+                elif k == 0:
                     df = _initial_state(items, neighbors, keys).mapInArrow(
                         _encode_fn(broadcast, key, threads, in_channels),
-                        STATE_SCHEMA)
+                        schema)
+                elif bcast:
+                    prev = spark.read.parquet(layer_path(k - 1))
+                    messages = _collect_messages(spark, prev, hidden)
+                    try:
+                        write_atomic(fs, prev.select(*names).mapInArrow(
+                            _gather_update_fn(
+                                broadcast, key, threads, k - 1, hidden,
+                                messages, uuid.uuid4().hex, project),
+                            out_schema), path, key)
+                    finally:
+                        messages.unpersist()
+                    if on_layer:
+                        on_layer(k, False)
+                    continue
                 else:
                     prev = spark.read.parquet(layer_path(k - 1))
                     msgs = prev.mapInArrow(
@@ -876,6 +1113,7 @@ def spark_layerwise_embed(
     torch_threads: int = 1,
     keep_layers: bool = False,
     num_groups: Optional[int] = None,
+    gather: str = 'auto',
 ) -> Dict[str, Any]:
     r"""Embeds every item with the layer-wise PinSage computation on Spark
     (see the module docstring for the input and output schemas).
@@ -919,11 +1157,16 @@ def spark_layerwise_embed(
         num_groups (int, optional): Items are hashed into this many groups;
             a layer pools one group per task. (default:
             :func:`default_num_groups`: one per core, at most 1M edges each)
+        gather (str): How a layer's messages reach their targets:
+            ``broadcast`` (collected on the driver and broadcast, no
+            shuffle), ``shuffle`` (any size) or ``auto`` (broadcast when
+            ``num_items * hidden_channels * 4`` bytes fit in
+            :data:`BROADCAST_LIMIT`). (default: ``auto``)
 
     Returns:
         dict: ``out_path``, ``num_items``, ``num_edges``, ``num_layers``,
-        ``num_groups``, ``seconds`` (wall time of the job) and
-        ``items_per_second``.
+        ``num_groups``, ``gather`` (the one used), ``seconds`` (wall time
+        of the job) and ``items_per_second``.
     """
     t0 = time.perf_counter()
     items_path, neighbors_path, out_path = (
@@ -941,6 +1184,7 @@ def spark_layerwise_embed(
         raise DataError(f"output '{out_path}' already exists; choose another"
                         f" path or pass overwrite=True (--overwrite).")
 
+    choose_gather(gather, 0, 0)  # a bad name fails before any work
     payload = _read_model_bytes(spark, model_path)
     model = _model_from_bytes(payload, f"model file '{model_path}'")
     items, neighbors, num_items, num_edges = read_inputs(
@@ -949,7 +1193,8 @@ def spark_layerwise_embed(
              num_edges, time.perf_counter() - t0)
     if num_partitions is not None:
         items = items.repartition(num_partitions)
-    groups = num_groups or default_num_groups(spark, num_edges)
+    gather = choose_gather(gather, num_items, int(model.hidden_channels))
+    groups = num_groups or default_num_groups(spark, num_edges, gather)
 
     work = f"{out_path}._tmp_{uuid.uuid4().hex}"
     layers_dir = f"{out_path}_layers" if keep_layers else f"{work}/layers"
@@ -958,7 +1203,8 @@ def spark_layerwise_embed(
             spark, items, neighbors, model, payload,
             lambda k: f"{layers_dir}/layer_{k}", fs, groups,
             int(torch_threads), on_layer=lambda k, _: log.info(
-                'layer %d: %.1fs', k, time.perf_counter() - t0))
+                'layer %d: %.1fs', k, time.perf_counter() - t0),
+            gather=gather)
         final = f"{work}/embeddings"
         write_heads(spark, state, model, payload, fs, final,
                     int(torch_threads))
@@ -969,5 +1215,5 @@ def spark_layerwise_embed(
     seconds = time.perf_counter() - t0
     return {'out_path': out_path, 'num_items': num_items,
             'num_edges': num_edges, 'num_layers': model.num_layers,
-            'num_groups': groups, 'seconds': seconds,
+            'num_groups': groups, 'gather': gather, 'seconds': seconds,
             'items_per_second': num_items / seconds}

@@ -50,7 +50,8 @@ from pinsage_pyg.config import ConfigError
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.inference.spark.job import (
     _FS, _check_columns, _has_scheme, _model_from_bytes, _qualify,
-    _read_input, _read_model_bytes, _validate, default_num_groups,
+    _read_input, _read_model_bytes, _validate, choose_gather,
+    default_num_groups,
     read_embeddings, read_inputs, run_layers, write_atomic, write_heads)
 from pinsage_pyg.inference.spark.walks import (_check_params,
                                                compute_neighbors,
@@ -125,6 +126,7 @@ def spark_pipeline(
     resume: bool = True,
     torch_threads: int = 1,
     num_groups: Optional[int] = None,
+    gather: str = 'auto',
 ) -> Dict[str, Any]:
     r"""Runs (or resumes) the whole pipeline; see the module docstring.
 
@@ -150,6 +152,9 @@ def spark_pipeline(
         torch_threads (int): torch threads per Python worker.
         num_groups (int, optional): Hash groups of the walks and the
             layers. (default: per stage, one per core at least)
+        gather (str): How the layers' messages reach their targets
+            (``auto``, ``broadcast`` or ``shuffle``; see
+            :func:`~pinsage_pyg.inference.spark.spark_layerwise_embed`).
 
     Returns:
         dict: ``out_path``, ``index_dir``, ``num_items``,
@@ -160,6 +165,7 @@ def spark_pipeline(
     t0 = time.perf_counter()
     _check_params(num_neighbors, num_walks, walk_length, restart_prob,
                   num_groups)
+    choose_gather(gather, 0, 0)  # a bad name fails before any work
     from pinsage_pyg.inference.export import INDEX_KINDS
     if index_kind not in INDEX_KINDS:
         raise ConfigError(f"index_kind must be one of {list(INDEX_KINDS)} "
@@ -234,7 +240,10 @@ def spark_pipeline(
     if fs.exists(emb_path):
         reused.append('embeddings')
     else:
-        groups = num_groups or default_num_groups(spark, num_edges)
+        gather_used = choose_gather(gather, num_items,
+                                    int(model.hidden_channels))
+        groups = num_groups or default_num_groups(spark, num_edges,
+                                                  gather_used)
 
         def on_layer(k, was_reused):
             if was_reused:
@@ -244,7 +253,7 @@ def spark_pipeline(
         state = run_layers(spark, items, neighbors, model, payload,
                            lambda k: f"{out_path}/layers/layer_{k}", fs,
                            groups, int(torch_threads), reuse=True,
-                           on_layer=on_layer)
+                           on_layer=on_layer, gather=gather_used)
         write_heads(spark, state, model, payload, fs, emb_path,
                     int(torch_threads))
 
