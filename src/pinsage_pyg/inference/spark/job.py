@@ -347,6 +347,14 @@ def pack_vectors(x: Union[np.ndarray, Tensor], dtype=np.float32):
                                             pa.py_buffer(x.reshape(-1))])
 
 
+def _one_chunk(col):
+    r"""An Arrow column as one ``Array`` (a ``ChunkedArray`` combined)."""
+    import pyarrow as pa
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
 def unpack_vectors(col, dim: int, dtype=np.float32) -> np.ndarray:
     r"""The inverse of :func:`pack_vectors`: a binary column (``Array`` or
     ``ChunkedArray``) of ``4 dim``-byte values as a float32
@@ -354,8 +362,7 @@ def unpack_vectors(col, dim: int, dtype=np.float32) -> np.ndarray:
     import pyarrow as pa
     dtype = np.dtype(dtype)
     size = dtype.itemsize
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    col = _one_chunk(col)
     n = len(col)
     if n == 0:
         return np.zeros((0, dim), dtype=dtype)
@@ -396,8 +403,7 @@ def unpack_lists(col, dtype) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow as pa
     dtype = np.dtype(dtype)
     size = dtype.itemsize
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    col = _one_chunk(col)
     n = len(col)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, dtype)
