@@ -170,6 +170,11 @@ def test_bad_input_writes_nothing(spark, tmp_path):
     with pytest.raises(ConfigError, match='index_kind must be one of'):
         spark_pipeline(spark, inter, items, model_path, out,
                        index_kind='annoy')
+    with pytest.raises(ConfigError, match='index_shards must be an integer'):
+        spark_pipeline(spark, inter, items, model_path, out, index_shards=0)
+    with pytest.raises(ConfigError, match='drop index_dir'):
+        spark_pipeline(spark, inter, items, model_path, out, index_shards=2,
+                       index_dir=tmp_path / 'idx')
     assert not out.exists()
     out.mkdir()
     (out / 'mine.txt').write_text('not a pipeline output')
@@ -210,3 +215,63 @@ def test_resume_with_the_other_gather_recomputes_the_layers(
         spark_pipeline(spark, inter, items, model_path, tmp_path / 'o2',
                        gather='gossip', **run)
     assert not (tmp_path / 'o2').exists()
+
+
+@pytest.mark.slow
+def test_sharded_index_built_by_the_workers(spark, tmp_path, capsys):
+    from pinsage_pyg.inference.export import load_index_shards
+    model, x, user, item, (inter, items, model_path) = _small(tmp_path)
+    out = tmp_path / 'out'
+    summary = main(['pipeline', '--interactions', inter, '--items', items,
+                    '--model', model_path, '--out', str(out),
+                    '--master', 'local[2]', '--num-neighbors', '8',
+                    '--num-walks', '16', '--restart-prob', '0.2',
+                    '--seed', '4', '--index-shards', '3'])
+    assert 'in 3 shards in' in capsys.readouterr().out
+    assert summary['index_dir'] is None and summary['num_shards'] == 3
+    assert sorted(p.name for p in out.iterdir()) == [
+        'embeddings', 'index_shards', 'layers', 'manifest.json', 'neighbors']
+    ids, emb, _ = read_embeddings(out / 'embeddings')
+    shard_ids, index = load_index_shards(out / 'index_shards')
+    # Every item in exactly one shard, and the merged search is exact.
+    np.testing.assert_array_equal(np.sort(shard_ids), ids)
+    assert index.ntotal == 40
+    rows = {int(i): r for r, i in enumerate(ids)}
+    q = emb[:6]
+    score, found = index.search(q, 5)
+    exact = -np.sort(-(q @ emb.T), axis=1)[:, :5]
+    np.testing.assert_allclose(score, exact, atol=1e-6)
+    got = emb[[rows[int(i)] for i in shard_ids[found].reshape(-1)]]
+    np.testing.assert_allclose((got.reshape(6, 5, -1) * q[:, None]).sum(-1),
+                               exact, atol=1e-6)
+    # One serving machine's shards only.
+    part_ids, part = load_index_shards(out / 'index_shards', shards=[1])
+    assert 0 < part.ntotal == len(part_ids) < 40
+    with pytest.raises(DataError, match=r'has no shard\(s\) \[7\]'):
+        load_index_shards(out / 'index_shards', shards=[7])
+    # A rerun reuses the shards; other shard counts are another run.
+    again = spark_pipeline(spark, inter, items, model_path, out, seed=4,
+                           index_shards=3, **WALKS)
+    assert 'index' in again['reused'] and again['num_shards'] == 3
+    # Parts: a shard split over several Parquet values loads the same.
+    from pinsage_pyg.inference.spark.job import _FS
+    from pinsage_pyg.inference.spark.pipeline import build_index_shards
+    small = str(tmp_path / 'parts')
+    assert build_index_shards(spark, str(out / 'embeddings'), small,
+                              _FS(spark, small), 'k', 3,
+                              part_bytes=100) == 3
+    assert spark.read.parquet(small).count() > 3
+    ids2, index2 = load_index_shards(small)
+    np.testing.assert_array_equal(ids2, shard_ids)
+    np.testing.assert_array_equal(index2.search(q, 5)[1], found)
+    bad = tmp_path / 'bad'
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+    table = pads.dataset(small).to_table()
+    pq.write_table(table.filter(pads.field('part') != 1),
+                   bad.with_suffix('.parquet'))
+    with pytest.raises(DataError, match='incomplete or corrupt'):
+        load_index_shards(bad.with_suffix('.parquet'))
+    with pytest.raises(ConfigError, match='index_shards'):
+        spark_pipeline(spark, inter, items, model_path, out, seed=4,
+                       index_shards=2, **WALKS)

@@ -13,6 +13,10 @@ Layout of an embeddings directory (readable with numpy and pandas alone)::
                             item_embeddings.npy (exact by default; IVF,
                             IVF-PQ or HNSW for large catalogues)
 
+A catalogue too large for one index (or one machine) is indexed in shards
+by the Spark pipeline (``index_shards``); :func:`load_index_shards` reads
+them back as one :class:`faiss.IndexShards`.
+
 Every file is written to a temporary name in the same directory and moved
 into place with :func:`os.replace`, so readers never see a half-written
 file under the final name; files get the permissions of the user's umask.
@@ -142,6 +146,99 @@ def build_faiss_index(emb, kind: str = 'flat', nlist: Optional[int] = None,
     for lo in range(0, n, 1 << 20):  # add in blocks: no full copy
         index.add(np.ascontiguousarray(x[lo:lo + (1 << 20)]))
     return index
+
+
+def serialize_index(index) -> bytes:
+    r"""A faiss :obj:`index` as bytes (:func:`faiss.serialize_index`)."""
+    import faiss
+    return faiss.serialize_index(index).tobytes()
+
+
+#: Format tag of a sharded index (one Parquet row per shard).
+SHARDS_FORMAT = 'pinsage_pyg.index_shards'
+
+
+def load_index_shards(path: PathLike, shards=None
+                      ) -> tuple[np.ndarray, object]:
+    r"""Reads a sharded faiss index, as written by the Spark pipeline with
+    ``index_shards > 1``: a Parquet dataset of rows ``shard`` (int),
+    ``part`` (int), ``ntotal`` (the shard's vectors), ``item_ids`` and
+    ``index`` (byte ranges of the shard's item ids, int64 in the shard's
+    row order, and of its serialised faiss index; a shard's parts
+    concatenated in ``part`` order give the whole).
+
+    Returns ``(item_ids, index)``: a :class:`faiss.IndexShards` that
+    searches every loaded shard (in threads) and merges their top-k, whose
+    result row ``r`` is item ``item_ids[r]`` (the shards in increasing
+    ``shard`` order, each in its own row order). With ``flat`` shards the
+    merged top-k equals an exact search over all items.
+
+    Args:
+        path: The dataset directory (local).
+        shards (sequence of int, optional): Load only these shards (e.g. the
+            ones one serving machine holds). (default: all)
+
+    Raises:
+        DataError: for a directory that is not such a dataset, shards asked
+            for but absent, or a shard whose parts do not add up.
+    """
+    import faiss
+    import pyarrow.dataset as pads
+    from pinsage_pyg.data.interactions import DataError
+    redo = "re-run the pipeline that wrote it"
+    need = ['shard', 'part', 'ntotal', 'item_ids', 'index']
+    try:
+        data = pads.dataset(os.fspath(path), format='parquet')
+        names = data.schema.names
+    except Exception as e:  # pyarrow raises many types
+        raise DataError(f"'{path}' is not a readable sharded index "
+                        f"({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}); {redo}."
+                        ) from None
+    if not set(need) <= set(names):
+        raise DataError(f"'{path}' is not a sharded index (columns {names}, "
+                        f"expected {need}); {redo}.")
+    meta = data.to_table(columns=['shard', 'part', 'ntotal'])
+    shard = meta.column('shard').to_numpy()
+    have = np.unique(shard)
+    want = have
+    if shards is not None:
+        want = np.unique(np.asarray(list(shards), dtype=np.int64))
+        missing = np.setdiff1d(want, have)
+        if missing.size:
+            raise DataError(f"'{path}' has no shard(s) {missing[:5].tolist()}"
+                            f" (it holds {have.tolist()[:10]}"
+                            f"{' ...' if len(have) > 10 else ''}).")
+    ids, merged = [], None
+    for s in want.tolist():  # one shard's bytes in memory at a time
+        t = data.to_table(filter=pads.field('shard') == s)
+        order = np.argsort(t.column('part').to_numpy(), kind='stable')
+        parts = t.column('part').to_numpy()[order]
+        ntotal = np.unique(t.column('ntotal').to_numpy())
+        blob = b''.join(t.column('index')[int(r)].as_py() for r in order)
+        part_ids = np.frombuffer(b''.join(
+            t.column('item_ids')[int(r)].as_py() for r in order),
+            dtype=np.int64)
+        bad = (not np.array_equal(parts, np.arange(len(parts)))
+               or len(ntotal) != 1 or len(part_ids) != ntotal[0])
+        sub = None
+        if not bad:
+            try:
+                sub = faiss.deserialize_index(np.frombuffer(blob, np.uint8))
+            except RuntimeError:
+                bad = True
+        if bad or sub.ntotal != ntotal[0]:
+            raise DataError(f"'{path}': shard {s} is incomplete or corrupt "
+                            f"(parts {parts.tolist()[:10]}, {len(part_ids)} "
+                            f"item ids, ntotal {ntotal.tolist()}); {redo}.")
+        if merged is None:
+            merged = faiss.IndexShards(sub.d, True, True)
+            merged.metric_type = sub.metric_type
+        merged.add_shard(sub)  # faiss' wrapper keeps the shard alive
+        ids.append(part_ids)
+    if merged is None:
+        raise DataError(f"'{path}' holds no shards; {redo}.")
+    return np.concatenate(ids), merged
 
 
 def recall_at_k(index, emb, queries, k: int = 10,

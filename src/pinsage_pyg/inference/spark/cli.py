@@ -83,6 +83,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
                             "<out>/index)")
         p.add_argument('--index-kind', default='flat',
                        choices=('flat', 'ivf', 'ivfpq', 'hnsw'))
+        p.add_argument('--index-shards', type=int, default=1,
+                       help="build the index in this many shards on the "
+                            "workers, into <out>/index_shards (default 1: "
+                            "one index on the driver, in --index-dir)")
         p.add_argument('--no-resume', action='store_true',
                        help="recompute every stage")
         p.add_argument('--torch-threads', type=int, default=1,
@@ -164,13 +168,16 @@ def _run(command: str, spark, args) -> Dict[str, Any]:
                            index_kind=args.index_kind,
                            resume=not args.no_resume,
                            torch_threads=args.torch_threads,
-                           gather=args.gather, **walks)
+                           gather=args.gather,
+                           index_shards=args.index_shards, **walks)
+        where = (f"faiss index in {s['index_dir']}" if s['index_dir'] else
+                 f"faiss index in {s['num_shards']} shards in "
+                 f"{s['index_shards']}")
         print(f"pipeline: {s['num_items']} items, {s['num_edges']} "
               f"neighbour edges, {s['num_layers']} layers in "
               f"{s['seconds']:.1f}s ({s['items_per_second']:.1f} items/s; "
               f"reused: {', '.join(s['reused']) or 'nothing'}); "
-              f"embeddings in {s['out_path']}/embeddings, faiss index in "
-              f"{s['index_dir']}")
+              f"embeddings in {s['out_path']}/embeddings, {where}")
         return s
     s = spark_layerwise_embed(
         spark, args.items, args.neighbors, args.model, args.out,

@@ -17,8 +17,13 @@ Layout of the output directory ``out``::
     neighbors/      target, neighbor, weight (the walks' top-T)
     layers/layer_k  the state after layer k (k = 0..K)
     embeddings/     item_id, embedding[, query_embedding]
+    index_shards/   with ``index_shards > 1``: shard, part, ntotal,
+                    item_ids, index (each shard's serialised faiss index
+                    and item ids in parts, built by the workers; see
+                    :func:`~pinsage_pyg.inference.export.load_index_shards`)
 
-and the faiss side, on the driver (:obj:`index_dir`, default
+and, for one index (the default), the faiss side, on the driver
+(:obj:`index_dir`, default
 ``out/index`` for a local ``out``), as written by
 :func:`~pinsage_pyg.inference.export.write_embeddings`::
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import shutil
 import time
@@ -109,6 +115,64 @@ def _write_index(index_dir: Path, item_ids: np.ndarray, item_emb,
             shutil.rmtree(tmp)
 
 
+#: Bytes of a shard per Parquet value (its index and item ids are split
+#: into parts of this size, so no value strains the JVM heap or Parquet).
+SHARD_PART_BYTES = 8 * 2**20
+
+
+def build_index_shards(spark, emb_path: str, out: str, fs: _FS, key: str,
+                       num_shards: int, kind: str = 'flat',
+                       params: Optional[dict] = None,
+                       part_bytes: int = SHARD_PART_BYTES) -> int:
+    r"""The faiss index of the embeddings at :obj:`emb_path` in
+    :obj:`num_shards` shards: shard ``s`` holds the items with
+    ``pmod(hash(item_id), num_shards) == s`` (Spark's Murmur3 ``hash``,
+    so the items are hash-partitioned into their shards by one shuffle
+    and each Python worker builds whole shards; no embedding goes through
+    the driver). Written to :obj:`out` atomically, as Parquet rows
+    ``shard, part, ntotal, item_ids, index``: a shard's serialised index
+    and its item ids (int64, in the index's row order, which is increasing
+    ``item_id``) split into parts of :obj:`part_bytes` (see
+    :func:`~pinsage_pyg.inference.export.load_index_shards`). A worker
+    holds one shard's embeddings and index at a time. Returns the number
+    of shards written (a shard without items is not written)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+    params = dict(params or {})
+    n = int(num_shards)
+    step = int(part_bytes)
+    emb = spark.read.parquet(emb_path).select('item_id', 'embedding')
+    emb = emb.repartition(n, 'item_id').withColumn(
+        'shard', F.pmod(F.hash('item_id'), F.lit(n)).cast('int'))
+
+    def build(batches):
+        from pinsage_pyg.inference.export import (build_faiss_index,
+                                                  serialize_index)
+        frames = [b for b in batches if len(b)]
+        if not frames:
+            return
+        pdf = pd.concat(frames, ignore_index=True)
+        for shard, part in pdf.groupby('shard', sort=True):
+            part = part.sort_values('item_id', kind='stable')
+            ids = part['item_id'].to_numpy(np.int64).tobytes()
+            x = np.ascontiguousarray(np.stack(part['embedding'].to_numpy()),
+                                     dtype=np.float32)
+            blob = serialize_index(build_faiss_index(x, kind, **params))
+            del x
+            parts = max(-(-len(blob) // step), -(-len(ids) // step), 1)
+            for k in range(parts):
+                yield pd.DataFrame({
+                    'shard': [int(shard)], 'part': [k],
+                    'ntotal': [len(part)],
+                    'item_ids': [ids[k * step:(k + 1) * step]],
+                    'index': [blob[k * step:(k + 1) * step]]})
+
+    shards = emb.mapInPandas(build, 'shard int, part int, ntotal long, '
+                                    'item_ids binary, index binary')
+    write_atomic(fs, shards, out, key)
+    return spark.read.parquet(out).select('shard').distinct().count()
+
+
 def spark_pipeline(
     spark,
     interactions_path,
@@ -127,6 +191,7 @@ def spark_pipeline(
     torch_threads: int = 1,
     num_groups: Optional[int] = None,
     gather: str = 'auto',
+    index_shards: int = 1,
 ) -> Dict[str, Any]:
     r"""Runs (or resumes) the whole pipeline; see the module docstring.
 
@@ -155,12 +220,19 @@ def spark_pipeline(
         gather (str): How the layers' messages reach their targets
             (``auto``, ``broadcast`` or ``shuffle``; see
             :func:`~pinsage_pyg.inference.spark.spark_layerwise_embed`).
+        index_shards (int): ``1`` (default): one index, built on the driver
+            in :obj:`index_dir`. More: the index in that many shards, built
+            by the workers into ``out/index_shards`` (nothing is collected
+            on the driver, no :obj:`index_dir`; read them with
+            :func:`~pinsage_pyg.inference.export.load_index_shards`).
 
     Returns:
         dict: ``out_path``, ``index_dir``, ``num_items``,
         ``num_interactions``, ``num_edges``, ``num_layers``, ``reused``
-        (the stages taken from an earlier run), ``seconds`` and
-        ``items_per_second``.
+        (the stages taken from an earlier run), ``seconds``,
+        ``items_per_second`` and, when sharded, ``index_shards`` (the
+        dataset's path) and ``num_shards`` (``index_dir`` is then
+        :obj:`None`).
     """
     t0 = time.perf_counter()
     _check_params(num_neighbors, num_walks, walk_length, restart_prob,
@@ -170,6 +242,15 @@ def spark_pipeline(
     if index_kind not in INDEX_KINDS:
         raise ConfigError(f"index_kind must be one of {list(INDEX_KINDS)} "
                           f"(got {index_kind!r}).")
+    if not isinstance(index_shards, numbers.Integral) or isinstance(
+            index_shards, bool) or index_shards < 1:
+        raise ConfigError(f"index_shards must be an integer >= 1 (got "
+                          f"{index_shards!r}).")
+    if index_shards > 1 and index_dir is not None:
+        raise ConfigError("index_dir is where the driver writes the single "
+                          "index; with index_shards > 1 the shards are "
+                          "written to <out>/index_shards instead: drop "
+                          "index_dir (--index-dir).")
     if torch_threads < 0:
         raise ConfigError(f"torch_threads must be >= 0 (got "
                           f"{torch_threads}).")
@@ -177,14 +258,15 @@ def spark_pipeline(
         _qualify(spark, p) for p in (interactions_path, items_path,
                                      out_path))
     model_path = os.fspath(model_path)
-    if index_dir is None:
+    if index_shards == 1 and index_dir is None:
         if _has_scheme(out_path) and not out_path.startswith('file:'):
             raise ConfigError(f"output '{out_path}' is not a local path: "
                               f"give index_dir (--index-dir), a local "
                               f"directory for the faiss index.")
         index_dir = Path(out_path.split(':', 1)[-1] if out_path.startswith(
             'file:') else out_path) / 'index'
-    index_dir = Path(index_dir).absolute()
+    if index_dir is not None:
+        index_dir = Path(index_dir).absolute()
 
     payload = _read_model_bytes(spark, model_path)
     model = _model_from_bytes(payload, f"model file '{model_path}'")
@@ -196,6 +278,8 @@ def spark_pipeline(
         'walk_length': int(walk_length),
         'restart_prob': float(restart_prob), 'seed': int(seed),
         'index_kind': index_kind, 'index_params': index_params or {}}
+    if index_shards > 1:  # absent for one index (older manifests match)
+        manifest['index_shards'] = int(index_shards)
     fs = _FS(spark, out_path)
     key = uuid.uuid4().hex
     man_path = f"{out_path}/manifest.json"
@@ -209,7 +293,7 @@ def spark_pipeline(
                           out_path)
         else:  # start over
             fs.delete(out_path)
-            if index_dir.exists():
+            if index_dir is not None and index_dir.exists():
                 shutil.rmtree(index_dir)
     reused = []
     nb_path = f"{out_path}/neighbors"
@@ -257,7 +341,17 @@ def spark_pipeline(
         write_heads(spark, state, model, payload, fs, emb_path,
                     int(torch_threads))
 
-    if index_dir.exists():
+    shards_path, num_shards = f"{out_path}/index_shards", None
+    if index_shards > 1:
+        if fs.exists(shards_path):
+            reused.append('index')
+            num_shards = spark.read.parquet(shards_path).select(
+                'shard').distinct().count()
+        else:
+            num_shards = build_index_shards(spark, emb_path, shards_path, fs,
+                                            key, int(index_shards),
+                                            index_kind, index_params)
+    elif index_dir.exists():
         reused.append('index')
     else:
         local = emb_path
@@ -280,8 +374,11 @@ def spark_pipeline(
     seconds = time.perf_counter() - t0
     log.info('pipeline done in %.1fs (reused: %s)', seconds,
              ', '.join(reused) or 'nothing')
-    return {'out_path': out_path, 'index_dir': str(index_dir),
-            'num_items': num_items, 'num_interactions': num_interactions,
+    sharded = {} if index_shards == 1 else {'index_shards': shards_path,
+                                            'num_shards': num_shards}
+    return {'out_path': out_path,
+            'index_dir': None if index_dir is None else str(index_dir),
+            **sharded, 'num_items': num_items, 'num_interactions': num_interactions,
             'num_edges': num_edges, 'num_layers': model.num_layers,
             'reused': reused, 'seconds': seconds,
             'items_per_second': num_items / seconds}
