@@ -141,10 +141,16 @@ def measure(cfg, sc, graph, pairs: torch.Tensor, steps: int, warmup: int,
         neg_sampling=NegativeSampling('triplet', sc.num_negatives),
         batch_size=batch_size, sampler=order[:batch_size * (steps + warmup)]
         .tolist(), num_workers=0)
+    # Minibatch steps: the default softmax in its minibatch form (sampled,
+    # logQ, in-batch negatives); loss.mode=auto would pick the full-graph
+    # softmax on the small catalogues, which is not a minibatch step.
+    loss_cfg = OmegaConf.to_container(cfg.loss)
+    if loss_cfg.get('name') == 'softmax':
+        loss_cfg['mode'] = 'sampled'
     module = PinSageModule(
         model=dict(in_channels=x.size(1),
                    **OmegaConf.to_container(cfg.model)),
-        loss=OmegaConf.to_container(cfg.loss),
+        loss=loss_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer))
     opt = module.configure_optimizers()
     if isinstance(opt, tuple):  # ([optimizers], [schedulers])
@@ -192,6 +198,7 @@ def measure(cfg, sc, graph, pairs: torch.Tensor, steps: int, warmup: int,
         'hidden': int(cfg.model.hidden_channels),
         'out': int(cfg.model.out_channels),
         'negatives': sc.num_negatives,
+        'loss': f"{loss_cfg.get('name')}/{loss_cfg.get('mode', '-')}",
         'pairs_per_s': pps,
         'pairs_per_s_mean': batch_size * timed / sum(step_s),
         'seconds_per_step': best,

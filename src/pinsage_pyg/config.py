@@ -402,6 +402,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _number(cfg, 'model.dropout', float, lambda v: 0 <= v < 1, 'in [0, 1)')
     _number(cfg, 'model.neighbor_dropout', float, lambda v: 0 <= v <= 1,
             'in [0, 1]')
+    _number(cfg, 'model.feature_dropout', float, lambda v: 0 <= v <= 1,
+            'in [0, 1]')
     check_loss(_get(cfg, 'loss'))
     check_optimizer(_get(cfg, 'optimizer'))
     _number(cfg, 'evaluate.k', int, pos, '>= 1')

@@ -403,6 +403,8 @@ def test_default_config_passes(compose_train):
     ('model.hidden_channels=0', ConfigError, 'model.hidden_channels'),
     ('model.out_channels=0', ConfigError, 'model.out_channels'),
     ('model.dropout=1.0', ConfigError, 'model.dropout'),
+    ('model.feature_dropout=1.5', ConfigError,
+     'model.feature_dropout must be in'),
     ('trainer.max_epochs=0', ConfigError, 'trainer.max_epochs'),
     ('evaluate.k=0', ConfigError, 'evaluate.k'),
     ('threads=0', ConfigError, 'threads'),

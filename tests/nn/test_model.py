@@ -123,6 +123,11 @@ def test_model_argument_checks():
             PinSage(4, 8, 8, neighbor_dropout=bad)
     assert 'neighbor_dropout=0.5' in repr(PinSage(4, 8, 8,
                                                   neighbor_dropout=0.5))
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match='feature_dropout'):
+            PinSage(4, 8, 8, feature_dropout=bad)
+    assert 'feature_dropout=0.25' in repr(PinSage(4, 8, 8,
+                                                  feature_dropout=0.25))
 
 
 def _pooled(model):
@@ -264,6 +269,41 @@ def test_sampled_softmax_loss():
                          expected)
     with pytest.raises(ValueError, match='temperature'):
         sampled_softmax_loss(q, pos, neg, 0.0)
+
+
+def test_feature_dropout_zeroes_the_drawn_nodes_features_in_training():
+    torch.manual_seed(0)
+    n = 30
+    x = torch.randn(n, 6) + 1.0
+    edge_index = torch.randint(0, n, (2, 120))
+    edge_weight = torch.rand(120)
+    model = PinSage(6, 16, 8, num_layers=2, asymmetric=True,
+                    feature_dropout=0.4)
+    plain = PinSage(6, 16, 8, num_layers=2, asymmetric=True)
+    plain.load_state_dict(model.state_dict())
+    model.train()
+    plain.train()
+    model.dropout_generator = torch.Generator().manual_seed(3)
+    got = model(x, edge_index, edge_weight)
+    # The same draw by hand: the drawn nodes' rows of x are zero.
+    blank = torch.rand(n, generator=torch.Generator().manual_seed(3)) < 0.4
+    assert 0 < int(blank.sum()) < n
+    want = plain(x.masked_fill(blank.view(-1, 1), 0.0), edge_index,
+                 edge_weight)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(got[1], plain(x, edge_index, edge_weight)[1])
+    # Evaluation and inference are unchanged.
+    model.eval()
+    plain.eval()
+    for a, b in zip(model(x, edge_index, edge_weight),
+                    plain(x, edge_index, edge_weight)):
+        torch.testing.assert_close(a, b)
+    # Without layers there is no neighbourhood to lean on: ignored.
+    flat = PinSage(6, 16, 8, num_layers=0, feature_dropout=1.0).train()
+    assert flat(x, edge_index, edge_weight)[1].abs().sum() > 0
+    assert torch.allclose(flat(x, edge_index, edge_weight)[1],
+                          flat.eval()(x, edge_index, edge_weight)[1])
 
 
 def test_neighbor_dropout_generator_leaves_the_global_stream():

@@ -150,12 +150,21 @@ class PinSage(torch.nn.Module):
             new and cold items; evaluation and inference are unchanged.
             Works in the minibatch (``num_sampled_nodes``) and the
             full-graph forward. (default: ``0``)
+        feature_dropout (float): In training only, the share of nodes
+            whose own input features are zeroed in a forward pass (drawn
+            anew per pass, independently of :obj:`neighbor_dropout`), so
+            that they are embedded from their neighbourhood alone: teaches
+            the model to lean on the graph where an item's features say
+            little, e.g. a new item re-embedded on a newer log. Ignored
+            without layers; evaluation and inference are unchanged.
+            (default: ``0``)
     """
     def __init__(self, in_channels: int, hidden_channels: int,
                  out_channels: int, num_layers: int = 2,
                  aggr: str = 'importance', asymmetric: bool = False,
                  dropout: float = 0.0, neighbor_dropout: float = 0.0,
-                 query_mode: str = 'residual'):
+                 query_mode: str = 'residual',
+                 feature_dropout: float = 0.0):
         super().__init__()
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES} "
@@ -170,6 +179,10 @@ class PinSage(torch.nn.Module):
                 not 0.0 <= neighbor_dropout <= 1.0:
             raise ValueError(f"neighbor_dropout must be in [0, 1] (got "
                              f"{neighbor_dropout!r})")
+        if isinstance(feature_dropout, bool) or \
+                not 0.0 <= feature_dropout <= 1.0:
+            raise ValueError(f"feature_dropout must be in [0, 1] (got "
+                             f"{feature_dropout!r})")
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.out_channels = out_channels
@@ -179,6 +192,7 @@ class PinSage(torch.nn.Module):
         self.query_mode = query_mode
         self.dropout = dropout
         self.neighbor_dropout = float(neighbor_dropout)
+        self.feature_dropout = float(feature_dropout)
         #: Where :meth:`dropped_nodes` draws from: torch's global generator
         #: (:obj:`None`) or a :class:`torch.Generator` (CPU) a training loop
         #: seeds per step, so the masks replay exactly after a resume.
@@ -230,8 +244,14 @@ class PinSage(torch.nn.Module):
         Returns the item-side embeddings, or ``(query, item)`` embeddings
         when :obj:`side="both"` (equal tensors unless :obj:`asymmetric`).
         In training with :obj:`neighbor_dropout` > 0, the in-edges of a
-        random share of the nodes are removed in every layer.
+        random share of the nodes are removed in every layer; with
+        :obj:`feature_dropout` > 0 the input features of a random share
+        are zeroed.
         """
+        if self.training and self.feature_dropout > 0 and self.num_layers:
+            blank = self.dropped_nodes(x.size(0), x.device,
+                                       self.feature_dropout)
+            x = x.masked_fill(blank.view(-1, 1), 0.0)
         h = self.encode(x)
         dropped = None
         if self.training and self.neighbor_dropout > 0 and self.num_layers:
@@ -266,15 +286,18 @@ class PinSage(torch.nn.Module):
             h = h[:num_sampled_nodes[0]]
         return self.heads(h, side)
 
-    def dropped_nodes(self, num_nodes: int, device=None) -> Tensor:
-        r"""The nodes whose neighbourhoods one training forward pass
+    def dropped_nodes(self, num_nodes: int, device=None,
+                      p: Optional[float] = None) -> Tensor:
+        r"""The nodes whose neighbourhoods (or, with :obj:`p` =
+        :obj:`feature_dropout`, features) one training forward pass
         drops: a boolean mask :math:`[N]`, each node independently with
-        probability :obj:`neighbor_dropout` (from
-        :attr:`dropout_generator`, else torch's global generator)."""
+        probability :obj:`p` (default :obj:`neighbor_dropout`), from
+        :attr:`dropout_generator`, else torch's global generator."""
+        p = self.neighbor_dropout if p is None else p
         if self.dropout_generator is not None:
             return (torch.rand(num_nodes, generator=self.dropout_generator)
-                    < self.neighbor_dropout).to(device)
-        return torch.rand(num_nodes, device=device) < self.neighbor_dropout
+                    < p).to(device)
+        return torch.rand(num_nodes, device=device) < p
 
     def heads(self, h: Tensor, side: str = 'both'):
         r"""The dense head(s) on final-layer node states :math:`[N, m]`:
@@ -411,4 +434,6 @@ class PinSage(torch.nn.Module):
                 + (f', query_mode={self.query_mode}' if self.asymmetric
                    else '')
                 + (f', neighbor_dropout={self.neighbor_dropout}'
-                   if self.neighbor_dropout else '') + ')')
+                   if self.neighbor_dropout else '')
+                + (f', feature_dropout={self.feature_dropout}'
+                   if self.feature_dropout else '') + ')')

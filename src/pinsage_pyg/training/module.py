@@ -113,8 +113,9 @@ class PinSageModule(pl.LightningModule):
                                hard_mask, weight)
 
     def _seed_neighbor_dropout(self) -> None:
-        if self.model.neighbor_dropout > 0:
-            # Neighbourhood-dropout masks keyed by (seed, rank, step), not
+        if self.model.neighbor_dropout > 0 or \
+                self.model.feature_dropout > 0:
+            # Neighbourhood- and feature-dropout masks keyed by (seed, rank, step), not
             # drawn from the global generator (whose state a mid-epoch
             # resume does not replay: the loader draws from it too).
             key = (torch.initial_seed() % (1 << 31)) * 1_000_003 + \
