@@ -9,7 +9,8 @@ restart):
   * importance neighbourhoods: walk, top-T counting and total seeds/s of the
     library, and of the previous implementation (torch.rand walk + one
     global unique / two stable sorts, kept below as the reference), with
-    the speed-up and the top-T / walk time ratio;
+    the speed-up and the top-T / walk time ratio, with the top-T time of
+    both first sorts of the counting (flat radix / row-wise) end to end;
   * PinSageSampler minibatches (Algorithm 2, K=2, 1,024 query items with
     their positives and 500 shared negatives) from the precomputed
     importance graph: batches/s and the sizes of S(2), S(1), S(0);
@@ -19,6 +20,7 @@ restart):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -110,7 +112,9 @@ def issue_graph(num_items=200_000, num_users=200_000, edges_per_user=20,
 
 def sampler_bench(csr, seed_counts, repeat: int, T=50, W=20, L=3) -> list:
     from pinsage_pyg.sampler import importance_neighbors
+    from pinsage_pyg.sampler import walks
     from pinsage_pyg.sampler.walks import _keyed_walk, walk_key
+    counting = walks._top_t
     N = csr.num_items
     out = []
     for n in seed_counts:
@@ -121,7 +125,18 @@ def sampler_bench(csr, seed_counts, repeat: int, T=50, W=20, L=3) -> list:
         gen = torch.Generator().manual_seed(0)
         ref_visits = reference_walk(csr, start, L, gen)
         key = walk_key(0)
+        # The two first sorts of the top-T counting, end to end
+        # (walks._top_t(flat=...); the library picks flat on one thread).
+        def with_sort(flat):
+            walks._top_t = functools.partial(counting, flat=flat)
+            try:
+                return importance_neighbors(csr, seeds, T, W, L, key=key,
+                                            backend='torch')
+            finally:
+                walks._top_t = counting
         t = best_of_interleaved({
+            'total_flat': lambda: with_sort(True),
+            'total_rows': lambda: with_sort(False),
             'ref_walk': lambda: reference_walk(csr, start, L, gen),
             'ref_top_t': lambda: reference_top_t(ref_visits.view(n, -1),
                                                  seeds, N, T),
@@ -145,6 +160,8 @@ def sampler_bench(csr, seed_counts, repeat: int, T=50, W=20, L=3) -> list:
             'speedup_top_t': t['ref_top_t'] / top_t if top_t > 0 else None,
             'top_t_over_walk': top_t / t['walk'],
             'ref_top_t_over_walk': t['ref_top_t'] / t['ref_walk'],
+            'top_t_flat_over_walk': t['total_flat'] / t['walk'] - 1,
+            'top_t_rows_over_walk': t['total_rows'] / t['walk'] - 1,
         })
     return out
 
@@ -259,7 +276,9 @@ def main():
               f"{s['ref_total_seeds_per_s']:.0f}; speed-up x"
               f"{s['speedup_total']:.2f} (walk x{s['speedup_walk']:.2f}); "
               f"top-T time = {s['top_t_over_walk']:.2f} x walk (previous "
-              f"{s['ref_top_t_over_walk']:.2f})")
+              f"{s['ref_top_t_over_walk']:.2f}); first sort flat / "
+              f"row-wise: top-T = {s['top_t_flat_over_walk']:.2f} / "
+              f"{s['top_t_rows_over_walk']:.2f} x walk")
     m = res['minibatch']
     print(f"minibatch (K={m['K']}, {m['batch_size']} query items + "
           f"positives, {m['negatives']} shared negatives): "

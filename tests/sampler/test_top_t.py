@@ -35,9 +35,10 @@ def assert_same(a, b):
         assert x.dtype == y.dtype and torch.equal(x, y)
 
 
+@pytest.mark.parametrize('flat', [None, True, False])
 @pytest.mark.parametrize('num_items,width,T', [(7, 12, 3), (50, 60, 50),
                                               (1000, 40, 10), (5, 3, 8)])
-def test_exactly_the_old_counts_on_fixed_visits(num_items, width, T):
+def test_exactly_the_old_counts_on_fixed_visits(num_items, width, T, flat):
     g = torch.Generator().manual_seed(num_items + width)
     n = 300
     seeds = torch.randint(num_items, (n, ), generator=g)
@@ -47,8 +48,23 @@ def test_exactly_the_old_counts_on_fixed_visits(num_items, width, T):
     visits[::7] = seeds[::7].view(-1, 1)  # rows with nothing else
     visits[1::5, :width // 2] = seeds[1::5].view(-1, 1)
     visits[2::3] %= 4
-    assert_same(_top_t(visits, seeds, num_items, T),
+    assert_same(_top_t(visits, seeds, num_items, T, flat=flat),
                 oracle_top_t(visits, seeds, num_items, T))
+
+
+@pytest.mark.parametrize('flat', [True, False])
+def test_both_first_sorts_with_keys_beyond_int32(flat):
+    # n * (N + 1) >= 2**31 takes the int64 flat keys (or the row-wise
+    # sort); ids near N - 1 check the offsets are removed exactly.
+    num_items, n, width = 2**26, 40, 12
+    g = torch.Generator().manual_seed(3)
+    seeds = torch.randint(num_items, (n, ), generator=g)
+    visits = num_items - 1 - torch.randint(6, (n, width), generator=g)
+    visits[::4, :3] = seeds[::4].view(-1, 1)
+    visits[1::3, -2:] = -1
+    assert n * (num_items + 1) >= 2**31
+    assert_same(_top_t(visits, seeds, num_items, 4, flat=flat),
+                oracle_top_t(visits, seeds, num_items, 4))
 
 
 def test_ties_go_to_the_smaller_item_and_rows_stay_grouped():
