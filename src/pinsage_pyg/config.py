@@ -297,7 +297,8 @@ def _stage(i: int, raw: Any) -> Stage:
 
 LOSSES = ('max_margin', 'softmax')
 OPTIMIZER_DEFAULTS = dict(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
-                          decay=1.0, reference_batch_size=None)
+                          decay=1.0, reference_batch_size=None,
+                          ema_decay=None)
 
 
 SOFTMAX_MODES = ('auto', 'full', 'sampled')
@@ -386,6 +387,9 @@ def check_optimizer(optimizer: Mapping[str, Any]) -> None:
     if c['optimizer']['reference_batch_size'] is not None:
         _number(c, 'optimizer.reference_batch_size', int, lambda v: v >= 1,
                 '>= 1, or null (no linear scaling)')
+    if c['optimizer']['ema_decay'] is not None:
+        _number(c, 'optimizer.ema_decay', float, lambda v: 0 < v < 1,
+                'in (0, 1), or null (no weight averaging)')
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:

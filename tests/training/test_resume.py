@@ -121,7 +121,10 @@ def final_weights(run_dir: Path):
     ['loss.mode=sampled', 'positives=consecutive'],
     # 24 full-graph steps per epoch: step 36 is mid-way through epoch 2.
     ['loss.mode=full', 'loss.full.steps_per_epoch=24',
-     'loss.full.rows_per_step=20']])
+     'loss.full.rows_per_step=20'],
+    # The weight average resumes too (raw weights and average both):
+    ['loss.mode=sampled', 'positives=consecutive',
+     'optimizer.ema_decay=0.9']])
 def test_mid_epoch_resume_replays_exactly(tiny_csv, compose_train, tmp_path,
                                           mode):
     from pinsage_pyg.training.pipeline import run
@@ -158,6 +161,55 @@ def test_resume_from_other_model_size_is_refused(tiny_csv, compose_train,
                            f'output.dir={tmp_path / "b"}',
                            f'resume={last}']))
     assert not (tmp_path / 'b' / 'checkpoints').exists()  # nothing trained
+
+
+class RecordWeights(pl.Callback):
+    r"""The raw weights after every optimizer step."""
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.steps.append({k: v.detach().clone() for k, v in
+                           pl_module.state_dict().items()})
+
+
+def test_ema_decay_validates_and_saves_the_moving_average(tiny_csv,
+                                                          compose_train,
+                                                          tmp_path):
+    from pinsage_pyg.training.pipeline import run
+    decay = 0.8
+    rec = RecordWeights()
+    base = [*tiny_csv, *TINY, 'loss.mode=sampled', 'trainer.max_epochs=1']
+    ema = [f'optimizer.ema_decay={decay}']
+    run(compose_train([*base, *ema, f'output.dir={tmp_path / "a"}']),
+        callbacks=[rec])
+    last = tmp_path / 'a' / 'checkpoints' / 'last.ckpt'
+    ckpt = torch.load(last, weights_only=True)
+    assert len(rec.steps) == ckpt['global_step'] > 3
+    # Hand-computed EMA of the raw weights (the first step copies them):
+    avg = dict(rec.steps[0])
+    for w in rec.steps[1:]:
+        avg = {k: decay * v + (1 - decay) * w[k] if v.is_floating_point()
+               else w[k] for k, v in avg.items()}
+    raw = ckpt['current_model_state']
+    moved = 0
+    for key, value in ckpt['state_dict'].items():
+        torch.testing.assert_close(value, avg[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(raw[key], rec.steps[-1][key])
+        moved += not torch.allclose(value, raw[key])
+    assert moved > 0  # the average is not the last weights
+    # Resuming without the averaging (or the other way round) is refused
+    # before anything is trained:
+    with pytest.raises(ConfigError, match='trained with weight averaging'):
+        run(compose_train([*base, 'trainer.max_epochs=2', f'resume={last}',
+                           f'output.dir={tmp_path / "b"}']))
+    plain = tmp_path / 'c' / 'checkpoints' / 'last.ckpt'
+    run(compose_train([*base, f'output.dir={tmp_path / "c"}']))
+    with pytest.raises(ConfigError, match='trained without weight'):
+        run(compose_train([*base, *ema, 'trainer.max_epochs=2',
+                           f'resume={plain}', f'output.dir={tmp_path / "d"}']))
+    assert not (tmp_path / 'b').exists() or not (
+        tmp_path / 'b' / 'checkpoints').exists()
 
 
 # ---------------------------------------------- kill -9 and resume ---

@@ -264,3 +264,38 @@ def check_resume(ckpt: Mapping[str, Any], path, model: Mapping[str, Any],
             f"Invalid config: resume={path} comes from an incompatible run: "
             f"{'; '.join(diffs)}. Resume with the checkpoint's settings or "
             f"start a new run without resume.")
+
+
+def weight_averaging(decay: Optional[float]) -> Optional[pl.Callback]:
+    r"""The ``optimizer.ema_decay`` callback: Lightning's
+    :class:`~lightning.pytorch.callbacks.EMAWeightAveraging` (an
+    exponential moving average of the weights after every optimizer step;
+    validation, checkpoints' ``state_dict`` and the final weights are the
+    average, the raw weights travel in ``current_model_state`` for a
+    resume), or :obj:`None` when :obj:`decay` is :obj:`None`."""
+    if decay is None:
+        return None
+    try:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+    except ImportError:  # lightning < 2.6
+        raise ConfigError(
+            f"optimizer.ema_decay={decay} needs lightning >= 2.6 (installed: "
+            f"{pl.__version__}); upgrade it (pip install -U 'lightning>=2.6')"
+            f" or set optimizer.ema_decay=null") from None
+    return EMAWeightAveraging(decay=float(decay))
+
+
+def check_resume_averaging(ckpt: Mapping[str, Any], path,
+                           decay: Optional[float]) -> None:
+    r"""Refuses to resume a weight-averaged run without averaging or the
+    other way round (the checkpoint's ``state_dict`` would silently be the
+    average or the raw weights)."""
+    averaged = 'current_model_state' in ckpt
+    if averaged != (decay is not None):
+        raise ConfigError(
+            f"Cannot resume from {path}: it was trained "
+            f"{'with' if averaged else 'without'} weight averaging "
+            f"(optimizer.ema_decay), this run is "
+            f"{'without' if averaged else 'with'} it; set optimizer.ema_decay"
+            f" as in the interrupted run")
+

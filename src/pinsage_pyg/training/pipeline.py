@@ -33,7 +33,9 @@ from pinsage_pyg.training.checkpointing import (AtomicCheckpointIO,
                                                 BestCheckpoint, FeatureSchema,
                                                 RNGStates,
                                                 check_resume,
-                                                load_checkpoint)
+                                                check_resume_averaging,
+                                                load_checkpoint,
+                                                weight_averaging)
 from pinsage_pyg.training.datamodule import PinSageDataModule
 from pinsage_pyg.training.distributed import (FailureInjection,
                                               ThreadsPerProcess,
@@ -237,6 +239,10 @@ def run(cfg: DictConfig,
     # One log line per epoch where no progress bar is shown:
     progress_bar = show_progress_bar(cfg)
     report = EpochReport(log_lines=not progress_bar)
+    ema_decay = cfg.optimizer.get('ema_decay')
+    averaging = weight_averaging(ema_decay)
+    if averaging is not None:
+        all_callbacks.append(averaging)
     all_callbacks += [RNGStates(), FeatureSchema(ds.feature_names, ds.feature_stats),
                       ThreadsPerProcess(int(cfg.threads)), report,
                       *(callbacks or [])]
@@ -253,6 +259,7 @@ def run(cfg: DictConfig,
         saved = load_checkpoint(resume)
         check_resume(saved, resume, module.hparams.model,
                      dm.fingerprint(world_size))
+        check_resume_averaging(saved, resume, ema_decay)
         start_epoch = int(saved.get('epoch', 0))
         log.info("resuming from %s (epoch %d, global step %s)",
                  Path(str(resume)).expanduser().resolve(), start_epoch,
