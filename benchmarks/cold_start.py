@@ -224,6 +224,12 @@ def main():
                     embed.run(ecfg)
                     out[setting] = embeddings(run / f'emb-{setting}',
                                               full_ds.item_ids)
+                # The incremental update (pinsage-embed keep=<zero-shot
+                # embeddings>): the new items' fresh vectors, every item the
+                # model was trained on keeps its training-log vector.
+                out['fresh, new items only'] = tuple(
+                    torch.where(is_new.view(-1, 1), f, z) for z, f in
+                    zip(out['zero-shot'], out['fresh']))
                 scorers = {f'PinSage {s}': EmbeddingScorer(*e)
                            for s, e in out.items()}
                 table = evaluate_cold_start(scorers, splits)

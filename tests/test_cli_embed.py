@@ -286,3 +286,74 @@ def test_memory_budget_and_window(trained, tmp_path):
     assert 'window' not in a['manifest']['sampler']
     assert (tmp_path / 'w' / 'item_embeddings.npy').read_bytes() != \
         (tmp_path / 'a' / 'item_embeddings.npy').read_bytes()
+
+
+def test_keep_updates_only_new_and_featureless_items(trained, tmp_path):
+    # The incremental update: yesterday's embeddings (an older log without
+    # some items' interactions) + today's log. Items engaged yesterday keep
+    # yesterday's vectors; new items and items embedded from features
+    # alone get today's.
+    root, run_dir, items = trained
+    inter = pd.read_csv(root / 'interactions.csv')
+    new = inter['item'].drop_duplicates().iloc[:6].tolist()
+    old_root = tmp_path / 'old'
+    old_root.mkdir()
+    inter[~inter['item'].isin(new)].to_csv(old_root / 'interactions.csv',
+                                           index=False)
+    (old_root / 'items.csv').write_bytes((root / 'items.csv').read_bytes())
+
+    def embed(name, data_root, *extra):
+        out = tmp_path / name
+        embed_run(compose_embed([*files_args(data_root), *SAMPLER,
+                                 f'checkpoint={run_dir}', f'output.dir={out}',
+                                 'output.index=none', *extra]))
+        table = pd.read_parquet(out / 'items.parquet')
+        return table, np.load(out / 'item_embeddings.npy')
+
+    old_t, old_e = embed('yesterday', old_root)
+    assert (old_t.set_index('item_id').loc[[str(i) for i in new],
+                                           'num_interactions'] == 0).all()
+    today_t, today_e = embed('today', root)
+    upd_t, upd_e = embed('update', root, f"keep={tmp_path / 'yesterday'}")
+    assert list(upd_t['item_id']) == list(today_t['item_id'])
+    prev = old_t.set_index('item_id')
+    row = prev.loc[upd_t['item_id'], 'index'].to_numpy()
+    was_engaged = prev.loc[upd_t['item_id'], 'num_interactions'].to_numpy() > 0
+    assert was_engaged.sum() > 0 and (~was_engaged).sum() >= len(new)
+    np.testing.assert_array_equal(upd_e[was_engaged],
+                                  old_e[row[was_engaged]])
+    np.testing.assert_array_equal(upd_e[~was_engaged], today_e[~was_engaged])
+    # Engaged items' vectors do change between the two logs, so the test
+    # tells kept from recomputed:
+    assert not np.allclose(old_e[row[was_engaged]], today_e[was_engaged])
+    summary = json.loads((tmp_path / 'update' / 'embed.json').read_text())
+    assert summary['items_kept'] == int(was_engaged.sum())
+    # Same command again: nothing to do; without keep= it is another run.
+    res = embed_run(compose_embed([
+        *files_args(root), *SAMPLER, f'checkpoint={run_dir}',
+        f"output.dir={tmp_path / 'update'}", 'output.index=none',
+        f"keep={tmp_path / 'yesterday'}"]))
+    assert res['items_kept'] == summary['items_kept']
+    with pytest.raises(ConfigError, match='different run'):
+        embed('update', root)
+
+
+def test_keep_refusals(trained, tmp_path):
+    root, run_dir, _ = trained
+    with pytest.raises(ConfigError, match='not an embeddings directory'):
+        embed_run(embed_cfg(trained, tmp_path / 'a',
+                            f"keep={tmp_path / 'missing'}"))
+    embed_run(embed_cfg(trained, tmp_path / 'a', 'output.index=none'))
+    with pytest.raises(ConfigError, match='is output.dir itself'):
+        embed_run(embed_cfg(trained, tmp_path / 'a', 'output.overwrite=true',
+                            f"keep={tmp_path / 'a'}"))
+    # Another model's embeddings (other dimension):
+    other = tmp_path / 'other'
+    other.mkdir()
+    for f in ('items.parquet', ):
+        (other / f).write_bytes((tmp_path / 'a' / f).read_bytes())
+    emb = np.load(tmp_path / 'a' / 'item_embeddings.npy')
+    np.save(other / 'item_embeddings.npy', np.concatenate([emb, emb], 1))
+    with pytest.raises(ConfigError, match='16-dimensional'):
+        embed_run(embed_cfg(trained, tmp_path / 'b', f'keep={other}'))
+    assert not (tmp_path / 'b' / 'item_embeddings.npy').exists()

@@ -27,7 +27,8 @@ from pinsage_pyg.console import PROGRESS_MODES
 from pinsage_pyg.data.interactions import DataError
 from pinsage_pyg.inference.export import (INDEX_KINDS, atomic_write,
                                           build_faiss_index,
-                                          save_faiss_index,
+                                          load_embeddings,
+                                          save_faiss_index, save_npy,
                                           write_items_table)
 from pinsage_pyg.inference.layerwise import (WorkDirMismatch,
                                              layerwise_embed, run_manifest)
@@ -223,10 +224,73 @@ def _check(cfg: DictConfig) -> None:
                           f"{list(GRAPHS)} (got {graph!r}): all "
                           f"interactions of the log, or its leave-last-out "
                           f"train split.")
+    keep = cfg.get('keep')
+    if keep is not None:
+        kdir = Path(str(keep)).expanduser()
+        if not (kdir / 'item_embeddings.npy').is_file():
+            raise ConfigError(f"keep='{keep}' is not an embeddings directory "
+                              f"(no item_embeddings.npy there): pass the "
+                              f"output.dir of an earlier pinsage-embed or "
+                              f"the embeddings/ of a pinsage-train run")
+        if kdir.resolve() == Path(str(cfg.output.dir)).expanduser() \
+                .resolve():
+            raise ConfigError(f"keep='{keep}' is output.dir itself: write "
+                              f"the update to another output.dir (then "
+                              f"swap the directories), so that a crash "
+                              f"never leaves a half-updated one")
     kind = cfg.output.index
     if kind not in (*INDEX_KINDS, 'none', None):
         raise ConfigError(f"Invalid config: output.index must be one of "
                           f"{[*INDEX_KINDS, 'none']} (got {kind!r}).")
+
+
+def keep_previous(work: Path, item_ids, keep: Path,
+                  asymmetric: bool) -> int:
+    r"""The incremental update of ``keep=<dir>``: every item of
+    :obj:`item_ids` that the embeddings directory :obj:`keep` holds gets
+    its vectors from there (item and query side), unless it had no
+    interactions there (``num_interactions`` 0 in its ``items.parquet``:
+    embedded from its features alone, so re-embedded now with whatever
+    this log holds); the others keep the newly computed ones in
+    :obj:`work`'s final arrays (rewritten atomically; running it twice
+    gives the same arrays). A directory without that column (written
+    before it existed) keeps every item it lists. Items are matched by
+    their id's string form. Returns how many items were kept."""
+    import numpy as np
+    import pandas as pd
+    items, prev_item, prev_query = load_embeddings(keep)
+    has_query = (keep / 'query_embeddings.npy').exists()
+    if has_query != asymmetric:
+        raise ConfigError(
+            f"keep='{keep}' holds embeddings of a "
+            f"{'n asymmetric' if has_query else ' symmetric'} model "
+            f"({'with' if has_query else 'without'} query_embeddings.npy), "
+            f"the checkpoint is {'asymmetric' if asymmetric else 'symmetric'}"
+            f"; keep the embeddings of the same model (or drop keep=)")
+    prev_ids = pd.Index(items['item_id'].astype(str))
+    if prev_ids.has_duplicates:
+        raise ConfigError(f"keep='{keep}': items.parquet lists item ids more "
+                          f"than once; re-export that directory")
+    pos = prev_ids.get_indexer(pd.Index(np.asarray(item_ids).astype(str)))
+    if 'num_interactions' in items.columns:
+        engaged = items['num_interactions'].to_numpy() > 0
+        listed = pos >= 0
+        pos[listed] = np.where(engaged[pos[listed]], pos[listed], -1)
+    mask = pos >= 0
+    for name, prev in (('item_embeddings.npy', prev_item),
+                       ('query_embeddings.npy',
+                        prev_query if has_query else None)):
+        if prev is None:
+            continue
+        arr = np.load(work / name)
+        if prev.shape[1] != arr.shape[1]:
+            raise ConfigError(
+                f"keep='{keep}' holds {prev.shape[1]}-dimensional {name}, "
+                f"the checkpoint embeds {arr.shape[1]} dimensions; keep the "
+                f"embeddings of the same model (or drop keep=)")
+        arr[mask] = prev[pos[mask]]
+        save_npy(work / name, arr)
+    return int(mask.sum())
 
 
 def run(cfg: DictConfig) -> Dict[str, Any]:
@@ -266,11 +330,15 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     work = Path(cfg.output.work_dir) if cfg.output.work_dir else \
         out / '.work'
     overwrite = bool(cfg.output.overwrite)
+    keep = cfg.get('keep')
+    keep = None if keep is None else str(Path(str(keep)).expanduser()
+                                         .resolve())
     manifest = None
     if (out / DONE).exists():
         manifest = run_manifest(model, ds.x, csr, **args)
         done = json.loads((out / DONE).read_text())
-        if done.get('manifest') == manifest and not overwrite:
+        if done.get('manifest') == manifest and done.get('keep') == keep \
+                and not overwrite:
             print(f"{out} already holds these embeddings "
                   f"({ds.num_items} items); nothing to do.")
             return done
@@ -299,6 +367,11 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
     except WorkDirMismatch as e:
         raise ConfigError(f"{e} (output.dir={out})") from None
     manifest = json.loads((work / 'manifest.json').read_text())
+    kept = 0
+    if keep is not None:
+        kept = keep_previous(work, ds.item_ids, Path(keep), model.asymmetric)
+        log.info('keep=%s: %d of %d items keep their vectors, %d newly '
+                 'embedded', keep, kept, ds.num_items, ds.num_items - kept)
 
     # Move the finished arrays into place, then the table and index; the
     # done-marker comes last.
@@ -308,7 +381,8 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
             os.replace(work / name, out / name)
     if not model.asymmetric and (out / 'query_embeddings.npy').exists():
         (out / 'query_embeddings.npy').unlink()
-    write_items_table(out, ds.item_ids, ds.item_info)
+    write_items_table(out, ds.item_ids, ds.item_info,
+                      ds.item_degree().numpy())
     t_index = time.time()
     kind = cfg.output.index
     if kind not in (None, 'none'):
@@ -332,6 +406,7 @@ def run(cfg: DictConfig) -> Dict[str, Any]:
         'chunks_resumed': res.chunks_resumed,
         'chunks_computed': res.chunks_computed,
         'manifest': manifest,
+        'keep': keep, 'items_kept': kept,
     }
     text = json.dumps(summary, indent=2)
     atomic_write(out / DONE, lambda tmp: Path(tmp).write_text(text))

@@ -3,8 +3,11 @@ r"""Writing embeddings and faiss indexes atomically.
 Layout of an embeddings directory (readable with numpy and pandas alone)::
 
     items.parquet           one row per item, in embedding-row order:
-                            ``index`` (row), ``item_id`` (raw id, str) and
-                            display columns such as ``title`` when known
+                            ``index`` (row), ``item_id`` (raw id, str),
+                            ``num_interactions`` (in the graph embedded
+                            with; 0: from features alone; pinsage-train
+                            and pinsage-embed write it) and display
+                            columns such as ``title`` when known
     item_embeddings.npy     float32 [num_items, d], L2-normalised (the
                             candidate side: index these)
     query_embeddings.npy    float32 [num_items, d]: the query side; only
@@ -271,11 +274,21 @@ def save_faiss_index(path: PathLike, index) -> Path:
 
 
 def write_items_table(out_dir: PathLike, item_ids: np.ndarray,
-                      info: Optional[pd.DataFrame] = None) -> Path:
-    r"""Writes ``items.parquet``: embedding row, raw ``item_id`` and the
-    display columns of :obj:`info` (indexed by raw item id)."""
+                      info: Optional[pd.DataFrame] = None,
+                      num_interactions=None) -> Path:
+    r"""Writes ``items.parquet``: embedding row, raw ``item_id``, the
+    number of interactions of each item in the graph it was embedded with
+    (``num_interactions``, when given; 0 for an item embedded from its
+    features alone) and the display columns of :obj:`info` (indexed by
+    raw item id)."""
     table = pd.DataFrame({'index': np.arange(len(item_ids)),
                           'item_id': np.asarray(item_ids).astype(str)})
+    if num_interactions is not None:
+        n = np.asarray(num_interactions, dtype=np.int64).reshape(-1)
+        if len(n) != len(item_ids):
+            raise ValueError(f"{len(n)} interaction counts for "
+                             f"{len(item_ids)} item ids")
+        table['num_interactions'] = n
     if info is not None:
         for col in ('title', 'genres', 'year'):
             if col in info.columns:
@@ -287,7 +300,8 @@ def write_items_table(out_dir: PathLike, item_ids: np.ndarray,
 def write_embeddings(out_dir: PathLike, item_ids: np.ndarray, item_emb,
                      query_emb=None, info: Optional[pd.DataFrame] = None,
                      faiss_index: bool = True, index_kind: str = 'flat',
-                     index_params: Optional[dict] = None) -> Path:
+                     index_params: Optional[dict] = None,
+                     num_interactions=None) -> Path:
     r"""Writes an embeddings directory (see the module docstring).
 
     Args:
@@ -301,13 +315,17 @@ def write_embeddings(out_dir: PathLike, item_ids: np.ndarray, item_emb,
         index_kind (str): Its kind (see :func:`build_faiss_index`).
             (default: ``'flat'``, exact)
         index_params (dict, optional): Its parameters.
+        num_interactions (array, optional): Interactions per item in the
+            graph the embeddings come from (``items.parquet`` column; what
+            ``pinsage-embed keep=`` uses to tell engaged items from items
+            embedded from their features alone).
     """
     out = Path(out_dir)
     item_np = _to_numpy(item_emb)
     if item_np.shape[0] != len(item_ids):
         raise ValueError(f"{item_np.shape[0]} embeddings for "
                          f"{len(item_ids)} item ids")
-    write_items_table(out, item_ids, info)
+    write_items_table(out, item_ids, info, num_interactions)
     save_npy(out / 'item_embeddings.npy', item_np)
     if query_emb is not None:
         save_npy(out / 'query_embeddings.npy', query_emb)

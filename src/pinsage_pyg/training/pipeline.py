@@ -302,7 +302,8 @@ def run(cfg: DictConfig,
         write_embeddings(out_dir / 'embeddings', ds.item_ids, i_emb,
                          q_emb if module.model.asymmetric else None,
                          info=ds.item_info,
-                         faiss_index=bool(cfg.output.faiss_index))
+                         faiss_index=bool(cfg.output.faiss_index),
+                         num_interactions=ds.item_degree().numpy())
 
     scorers = {'PinSage': EmbeddingScorer(q_emb, i_emb)}
     if cfg.evaluate.baselines:
