@@ -212,24 +212,25 @@ def main():
                 fit = time.time() - t0
                 ckpt = summary['best_checkpoint']
                 out = {}
-                for setting, log in (('zero-shot', old_p),
-                                     ('fresh', full_p)):
+                # The incremental update is pinsage-embed keep=<the
+                # zero-shot embeddings> on the newer log: items engaged in
+                # the training log keep their vectors, new ones are fresh.
+                for setting, name, log, extra in (
+                        ('zero-shot', 'zero-shot', old_p, []),
+                        ('fresh', 'fresh', full_p, []),
+                        ('fresh, new items only', 'keep', full_p,
+                         [f"keep='{run}/emb-zero-shot'"])):
                     ecfg = compose('embed', overrides=[
                         *data_overrides(log, items_p, spec),
                         f"checkpoint='{ckpt}'", f'seed={seed}',
                         f'threads={args.threads}', 'progress=false',
-                        f'output.dir={run}/emb-{setting}', *data_extra,
+                        f'output.dir={run}/emb-{name}', *data_extra,
                         f"graph={'all' if timeline else 'train'}",
-                        'output.index=none', 'output.overwrite=true'])
+                        'output.index=none', 'output.overwrite=true',
+                        *extra])
                     embed.run(ecfg)
-                    out[setting] = embeddings(run / f'emb-{setting}',
+                    out[setting] = embeddings(run / f'emb-{name}',
                                               full_ds.item_ids)
-                # The incremental update (pinsage-embed keep=<zero-shot
-                # embeddings>): the new items' fresh vectors, every item the
-                # model was trained on keeps its training-log vector.
-                out['fresh, new items only'] = tuple(
-                    torch.where(is_new.view(-1, 1), f, z) for z, f in
-                    zip(out['zero-shot'], out['fresh']))
                 scorers = {f'PinSage {s}': EmbeddingScorer(*e)
                            for s, e in out.items()}
                 table = evaluate_cold_start(scorers, splits)

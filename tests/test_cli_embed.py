@@ -350,8 +350,8 @@ def test_keep_refusals(trained, tmp_path):
     # Another model's embeddings (other dimension):
     other = tmp_path / 'other'
     other.mkdir()
-    for f in ('items.parquet', ):
-        (other / f).write_bytes((tmp_path / 'a' / f).read_bytes())
+    (other / 'items.parquet').write_bytes(
+        (tmp_path / 'a' / 'items.parquet').read_bytes())
     emb = np.load(tmp_path / 'a' / 'item_embeddings.npy')
     np.save(other / 'item_embeddings.npy', np.concatenate([emb, emb], 1))
     with pytest.raises(ConfigError, match='16-dimensional'):

@@ -298,4 +298,3 @@ def check_resume_averaging(ckpt: Mapping[str, Any], path,
             f"(optimizer.ema_decay), this run is "
             f"{'without' if averaged else 'with'} it; set optimizer.ema_decay"
             f" as in the interrupted run")
-
